@@ -1,0 +1,169 @@
+"""The headless command line: ``tuneplay validate|sample|status|run|engine|export|...``.
+
+Fast to start: importing this module imports neither torch nor textual; commands import
+what they need when they run. User errors print one line to stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tuneplay",
+        description="Tune deep learning models the playbook's way, from the terminal.",
+    )
+    parser.add_argument(
+        "--workspace", metavar="DIR",
+        help="workspace folder (default: $TUNEPLAY_WORKSPACE or ./.tuneplay)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("validate", help="check study files and report problems")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(handler=cmd_validate)
+    p = sub.add_parser("sample", help="print the points a study will try, without training")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--n", type=int, default=None, help="how many trials (default: the budget)")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.set_defaults(handler=cmd_sample)
+    p = sub.add_parser("status", help="experiments, studies and trials in the workspace")
+    p.set_defaults(handler=cmd_status)
+    for register in _extra_registrars():
+        register(sub)
+    return parser
+
+
+def _extra_registrars() -> list[Callable[[Any], None]]:
+    """Commands defined in other modules (kept apart so each file stays small)."""
+    out: list[Callable[[Any], None]] = []
+    for module in ("engine.cli_run", "engine.cli_analysis"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        out.append(mod.register)
+    return out
+
+
+def workspace_dir(args: argparse.Namespace) -> Path:
+    from engine.store import workspace_path
+
+    return workspace_path(getattr(args, "workspace", None))
+
+
+def open_existing_store(args: argparse.Namespace) -> Any:
+    """The workspace's store, or a UserError if there is no workspace yet."""
+    from engine.store import open_store
+
+    ws = workspace_dir(args)
+    if not (ws / "tuneplay.db").exists():
+        raise UserError(f"{ws}: no workspace here (run `tuneplay run FILE` to create one)")
+    return open_store(ws)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.search import total_trials
+    from engine.spec import SpecError, load_study
+
+    status = 0
+    for f in args.files:
+        try:
+            spec = load_study(f)
+        except SpecError as exc:
+            print(exc.render(), file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        note = ""
+        if total_trials(spec) != spec.budget:
+            note = f" (budget {spec.budget} rounds down to {total_trials(spec)} for whole comparisons)"
+        print(f"{f}: ok — study {spec.name!r}, {total_trials(spec)} trials, {spec.search}{note}")
+    return status
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from engine.search import preview
+    from engine.spec import load_study
+
+    spec = load_study(args.file)
+    if args.n is not None and not 1 <= args.n <= 1_000_000:
+        raise UserError(f"--n: must be between 1 and 1000000, got {args.n}")
+    rows = preview(spec, args.n)
+    names = [p.name for p in spec.searched]
+    if spec.search == "bayesian":
+        print(
+            f"{args.file}: bayesian search: only the initial design is known before results; "
+            "later points depend on them", file=sys.stderr,
+        )
+    if args.format == "json":
+        print(json.dumps([{"trial": i, **r} for i, r in enumerate(rows)], indent=1))
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["trial", *names])
+        for i, r in enumerate(rows):
+            writer.writerow([i, *(r[n] for n in names)])
+        sys.stdout.write(out.getvalue())
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from engine.store import workspace_path
+
+    ws = workspace_path(args.workspace)
+    if not (ws / "tuneplay.db").exists():
+        print(f"{ws}: no workspace yet (run `tuneplay run FILE` to create one)")
+        return 0
+    from engine.status import workspace_summary
+
+    print(workspace_summary(ws))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a headless command; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workspace is None:
+        args.workspace = os.environ.get("TUNEPLAY_WORKSPACE") or None
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    return run_handler(args.handler, args)
+
+
+def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Call a command, turning every user error into one line on stderr and exit 2."""
+    from engine.spec import SpecError
+    from engine.store.base import StoreError
+
+    try:
+        return handler(args)
+    except SpecError as exc:
+        print(exc.render(), file=sys.stderr)
+    except (UserError, StoreError) as exc:
+        print(f"tuneplay: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""The trial API a workload writes against, as the worker process provides it.
+
+Reporting is buffered (a list append and a comparison per call) and flushed to the
+workspace in batches. Checkpoints are captured in memory when needed (a new best, or the
+persist interval has passed) and written atomically: temp file, fsync, ``os.replace``,
+then recorded in the database, so the best checkpoint is selected retrospectively without
+paying a disk write at every evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.store.base import Checkpoint, MetricRow, Storage, Trial
+
+FLUSH_SECONDS = 0.5
+PERSIST_SECONDS = float(os.environ.get("TUNEPLAY_CHECKPOINT_INTERVAL", "2.0"))
+
+
+class StopReason:
+    NONE = ""
+    PAUSE = "pause"  # the engine is stopping: checkpoint and leave the trial PAUSED
+    CANCEL = "cancel"  # the user cancelled the trial
+    DIVERGED = "diverged"
+
+
+class TrialContext:
+    """One trial's view of the engine: ``report``, ``checkpoint``, ``restore``, ``should_stop``.
+
+    Attributes:
+        trial_id, seed, max_train_steps, eval_every, device, params: what the workload needs.
+    """
+
+    def __init__(
+        self, store: Storage, trial: Trial, metric: str, mode: str, eval_every: int,
+        checkpoint_dir: Path, device: str,
+    ) -> None:
+        self.store = store
+        self.trial_id = trial.id
+        self.seed = trial.seed
+        self.max_train_steps = trial.max_train_steps
+        self.eval_every = eval_every
+        self.device = device
+        self.params = dict(trial.params)
+        self.metric, self.mode = metric, mode
+        self.checkpoint_dir = checkpoint_dir
+        self.stop_reason = StopReason.NONE
+        self.diverged_at: tuple[int, str, float] | None = None
+        self.best_step: int | None = trial.best_step
+        self.best_value: float | None = trial.best_value
+        self.last_step = -1
+        self._buffer: list[MetricRow] = []
+        self._last_flush = time.monotonic()
+        self._last_persist: float | None = None
+        self._best_snapshot: tuple[int, dict[str, Any]] | None = None
+        self._best_dirty = False
+        self._new_best_step: int | None = None
+        self._lock = threading.Lock()
+
+    # -- reporting -------------------------------------------------------------------
+    def report(self, step: int, **metrics: float) -> None:
+        """Record metric values at ``step``; non-finite values end the trial as DIVERGED."""
+        step = int(step)
+        for name, value in metrics.items():
+            value = float(value)
+            self._buffer.append(MetricRow(self.trial_id, step, name, value))
+            if not math.isfinite(value) and self.diverged_at is None:
+                self.diverged_at = (step, name, value)
+                self.stop_reason = StopReason.DIVERGED
+            elif name == self.metric and self._better(value):
+                self.best_step, self.best_value = step, value
+                self._new_best_step = step
+        self.last_step = max(self.last_step, step)
+        if time.monotonic() - self._last_flush > FLUSH_SECONDS:
+            self.flush()
+
+    def _better(self, value: float) -> bool:
+        if self.best_value is None:
+            return True
+        return value < self.best_value if self.mode == "min" else value > self.best_value
+
+    def flush(self) -> None:
+        """Write buffered metric rows to the workspace."""
+        with self._lock:
+            rows, self._buffer = self._buffer, []
+        if rows:
+            self.store.write_metrics(rows)
+        self._last_flush = time.monotonic()
+
+    # -- stopping --------------------------------------------------------------------
+    def should_stop(self) -> bool:
+        """True when the trial should return now (engine stop, cancel, or divergence)."""
+        return bool(self.stop_reason)
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_reason:
+            self.stop_reason = reason
+
+    # -- checkpoints -----------------------------------------------------------------
+    def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
+        """Offer the state after ``step``; kept if it is the best so far or a save is due."""
+        step = int(step)
+        new_best = self._new_best_step == step
+        due = self._last_persist is None or time.monotonic() - self._last_persist > PERSIST_SECONDS
+        if not (new_best or due or self.stop_reason):
+            return
+        state = _snapshot(step, model, optimizer, extra)
+        if new_best:
+            self._best_snapshot, self._best_dirty = (step, state), True
+            self._new_best_step = None
+        if due or self.stop_reason:
+            self.persist(step, state)
+
+    def persist(self, step: int, state: dict[str, Any]) -> None:
+        """Flush metrics, then write the latest (and a pending best) checkpoint atomically."""
+        self.flush()
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        latest = self.checkpoint_dir / "latest.pt"
+        _atomic_save(state, latest)
+        self.store.record_checkpoint(Checkpoint(self.trial_id, "latest", step, str(latest), None, time.time()))
+        self.persist_best()
+        self._last_persist = time.monotonic()
+
+    def persist_best(self) -> None:
+        if not self._best_dirty or self._best_snapshot is None:
+            return
+        step, state = self._best_snapshot
+        best = self.checkpoint_dir / "best.pt"
+        _atomic_save(state, best)
+        self.store.record_checkpoint(Checkpoint(self.trial_id, "best", step, str(best), self.best_value, time.time()))
+        self._best_dirty = False
+
+    def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
+        """Load the latest checkpoint into the given objects; return the step to start from."""
+        path = self.checkpoint_dir / "latest.pt"
+        if not path.exists():
+            return 0
+        import torch
+
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        if model is not None and state.get("model") is not None:
+            model.load_state_dict(state["model"])
+        if optimizer is not None and state.get("optimizer") is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        for key, target in extra.items():
+            loader: Callable[[Any], Any] | None = getattr(target, "load_state_dict", None)
+            if loader is not None and key in state.get("extra", {}):
+                loader(state["extra"][key])
+        self._last_persist = time.monotonic()
+        self.last_step = int(state["step"])
+        return int(state["step"]) + 1
+
+    def finish(self) -> None:
+        """Flush everything still in memory (metrics and a pending best checkpoint)."""
+        self.flush()
+        self.persist_best()
+
+
+def _snapshot(step: int, model: Any, optimizer: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    import copy
+
+    def grab(obj: Any) -> Any:
+        sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
+        return _clone(sd)
+
+    return {
+        "step": step,
+        "model": grab(model) if model is not None else None,
+        "optimizer": grab(optimizer) if optimizer is not None else None,
+        "extra": {k: grab(v) for k, v in extra.items()} if extra else copy.copy(extra),
+    }
+
+
+def _clone(obj: Any) -> Any:
+    if hasattr(obj, "detach") and hasattr(obj, "clone"):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _clone(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_clone(v) for v in obj)
+    return obj
+
+
+def _atomic_save(state: dict[str, Any], path: Path) -> None:
+    import torch
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

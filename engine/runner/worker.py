@@ -1,0 +1,224 @@
+"""A worker process: warm (torch imported once), pinned to one device slot, claiming trials.
+
+Workers claim QUEUED trials straight from the workspace (atomically, so a trial never runs
+twice at once), run them, and record the outcome. A worker takes a *list* of trials per
+claim so that a later fused runner can train a group at once; today it runs them in turn.
+
+The engine stops a worker with SIGTERM: the running trial checkpoints and is left PAUSED.
+A worker whose engine dies exits too (parent-death signal plus a watchdog), leaving its
+trials RUNNING with a heartbeat that goes stale, so the next engine resumes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from engine.runner.context import StopReason, TrialContext
+from engine.spec import spec_from_dict
+from engine.store import open_store
+from engine.store.base import Storage, Study, Trial, TrialProgress, TrialState
+from engine.workloads.registry import WorkloadError, load_train_function, resolve_workload
+
+HEARTBEAT_SECONDS = 1.0
+IDLE_POLL_SECONDS = 0.02
+log = logging.getLogger("tuneplay.worker")
+
+
+class Worker:
+    """Claims and runs trials until told to stop."""
+
+    def __init__(self, store: Storage, workspace: Path, name: str, device: str, group_size: int = 1) -> None:
+        self.store = store
+        self.workspace = workspace
+        self.name = name
+        self.device = device
+        self.group_size = group_size
+        self.stopping = False
+        self.current: list[TrialContext] = []
+        self._studies: dict[int, Study] = {}
+        self._functions: dict[str, Callable[..., Any]] = {}
+        self._parent = os.getppid()
+
+    # -- main loop -------------------------------------------------------------------
+    def serve(self, once: bool = False) -> None:
+        threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat").start()
+        while not self.stopping:
+            trials = self.claim()
+            if trials:
+                self.run_trials(trials)
+            elif once:
+                return
+            else:
+                time.sleep(IDLE_POLL_SECONDS)
+
+    def claim(self) -> list[Trial]:
+        if not self.store.has_queued():
+            return []
+        return self.store.claim_trials(self.name, self.device, limit=self.group_size)
+
+    def stop(self, *_: Any) -> None:
+        """Finish the current step, checkpoint, leave running trials PAUSED, then exit."""
+        self.stopping = True
+        for ctx in self.current:
+            ctx.request_stop(StopReason.PAUSE)
+
+    # -- running ---------------------------------------------------------------------
+    def run_trials(self, trials: Sequence[Trial]) -> None:
+        """Run a claimed group (one after another until fused training arrives)."""
+        for trial in trials:
+            if self.stopping:
+                self.store.set_state([trial.id], TrialState.QUEUED, only_from=[TrialState.RUNNING])
+                continue
+            self.run_one(trial)
+
+    def run_one(self, trial: Trial) -> None:
+        study = self._study(trial.study_id)
+        spec = spec_from_dict(study.spec)
+        ctx = TrialContext(
+            self.store, trial, spec.metric, spec.mode, spec.eval_every,
+            self.workspace / "checkpoints" / str(trial.id), self.device,
+        )
+        self._restore_best(ctx, trial)
+        self.current = [ctx]
+        started = time.monotonic()
+        error, state = "", TrialState.COMPLETED
+        try:
+            hp = {**study.spec.get("base_config", {}), **trial.params}
+            if isinstance(spec.workload, tuple):
+                from engine.runner.command import run_command
+
+                run_command(spec.workload, hp, ctx, self.workspace)
+            else:
+                self._function(spec.workload)(hp, ctx)
+        except Exception as exc:  # a workload's bug ends its trial, never the worker
+            state, error = TrialState.FAILED, _error_text(exc)
+            log.error("trial %s failed:\n%s", trial.id, traceback.format_exc())
+        finally:
+            self.current = []
+        self._finish(ctx, trial, state, error, time.monotonic() - started)
+
+    def _finish(self, ctx: TrialContext, trial: Trial, state: TrialState, error: str, seconds: float) -> None:
+        try:
+            ctx.finish()
+        except Exception as exc:
+            state, error = TrialState.FAILED, f"could not save results: {_error_text(exc)}"
+        if ctx.diverged_at is not None and state == TrialState.COMPLETED:
+            step, name, value = ctx.diverged_at
+            state, error = TrialState.DIVERGED, f"{name} = {value} at step {step}"
+        elif ctx.stop_reason == StopReason.PAUSE and state == TrialState.COMPLETED:
+            if ctx.last_step < trial.max_train_steps - 1:
+                self.store.set_state([trial.id], TrialState.PAUSED, only_from=[TrialState.RUNNING])
+                return
+        elif ctx.stop_reason == StopReason.CANCEL:
+            return  # the user's CANCELLED stands
+        progress = TrialProgress(
+            state=state, best_step=ctx.best_step, best_value=ctx.best_value,
+            steps_done=max(ctx.last_step + 1, 0), wall_time=trial.wall_time + seconds, error=error,
+        )
+        try:
+            self.store.finish_trial(trial.id, progress)
+        except Exception as exc:  # e.g. cancelled meanwhile: the stored state wins
+            log.info("trial %s not finished as %s: %s", trial.id, state.value, exc)
+
+    def _restore_best(self, ctx: TrialContext, trial: Trial) -> None:
+        """On a resumed attempt, carry the best-so-far from the checkpoint record."""
+        if trial.attempt <= 1:
+            return
+        for cp in self.store.get_checkpoints(trial.id):
+            if cp.kind == "best" and cp.value is not None:
+                ctx.best_step, ctx.best_value = cp.step, cp.value
+
+    def _study(self, study_id: int) -> Study:
+        if study_id not in self._studies:
+            self._studies[study_id] = self.store.get_study(study_id)
+        return self._studies[study_id]
+
+    def _function(self, ref: str) -> Callable[..., Any]:
+        if ref not in self._functions:
+            try:
+                info = resolve_workload(ref)
+            except WorkloadError as exc:
+                raise RuntimeError(str(exc)) from None
+            self._functions[ref] = load_train_function(info)
+        return self._functions[ref]
+
+    # -- heartbeat -------------------------------------------------------------------
+    def _heartbeat_loop(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_SECONDS)
+            if os.getppid() != self._parent:  # the engine is gone: stop at once
+                os._exit(3)
+            current = list(self.current)
+            if not current:
+                continue
+            try:
+                self._beat(current)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    def _beat(self, current: list[TrialContext]) -> None:
+        progress = {c.trial_id: (c.last_step + 1, c.best_step, c.best_value) for c in current}
+        states = self.store.heartbeat(list(progress), progress)
+        for ctx in current:
+            if states.get(ctx.trial_id) not in (None, TrialState.RUNNING):
+                ctx.request_stop(StopReason.CANCEL)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 2000 else text[:2000] + "…"
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when the engine that started it dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def configure_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tuneplay-worker")
+    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--group-size", type=int, default=1)
+    parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
+    configure_threads(args.threads)
+    worker = Worker(open_store(args.workspace), Path(args.workspace), args.name, args.device, args.group_size)
+    signal.signal(signal.SIGTERM, worker.stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the viewer, not training
+    print(json.dumps({"ready": args.name, "pid": os.getpid()}), flush=True)
+    worker.serve(once=args.once)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,502 @@
+"""Study files (TOML) -> validated, frozen :class:`StudySpec`.
+
+Every user error becomes a :class:`SpecError` whose ``str`` is one line:
+``FILE:LINE: key: reason`` (the line where the key is written, when it can be found).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from engine.space import SCALES, ChoiceParam, Param, RangeParam, Scalar
+from engine.workloads.base import WorkloadInfo
+
+SEARCH_METHODS = ("quasi_random", "bayesian")
+SCIENTIFIC_MODES = ("per_value", "joint")
+ROLES = ("scientific", "nuisance", "fixed")
+MAX_BUDGET = 100_000
+MAX_STEPS = 10**9
+
+
+class SpecError(ValueError):
+    """A study file problem, rendered as ``FILE:LINE: key: reason``."""
+
+    def __init__(self, path: str, key: str, reason: str, line: int | None = None) -> None:
+        self.path, self.key, self.reason, self.line = path, key, reason, line
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        where = f"{self.path}:{self.line}" if self.line else self.path
+        return f"{where}: {self.key}: {self.reason}" if self.key else f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """A validated study: the question, its hyperparameters by role, and its protocol."""
+
+    name: str
+    workload: str | tuple[str, ...]  # "builtin:x", "pkg.mod:fn", or a command argv
+    metric: str
+    mode: str
+    max_train_steps: int
+    eval_every: int
+    budget: int
+    search: str = "quasi_random"
+    seed: int = 0
+    goal: str = ""
+    experiment: str = ""
+    scientific_mode: str = "per_value"
+    fuse: str | int = "auto"
+    fixed: Mapping[str, Scalar] = field(default_factory=dict)
+    nuisance: tuple[Param, ...] = ()
+    scientific: tuple[Param, ...] = ()
+    source: str = ""
+
+    @property
+    def workload_ref(self) -> str:
+        """A one-string name for the workload (commands are shown as their argv joined)."""
+        if isinstance(self.workload, tuple):
+            return "command:" + " ".join(self.workload)
+        return self.workload
+
+    @property
+    def searched(self) -> tuple[Param, ...]:
+        """Scientific then nuisance parameters: every dimension that varies across trials."""
+        return self.scientific + self.nuisance
+
+    def param(self, name: str) -> Param | None:
+        for p in self.searched:
+            if p.name == name:
+                return p
+        return None
+
+    def role_of(self, name: str) -> str | None:
+        if any(p.name == name for p in self.scientific):
+            return "scientific"
+        if any(p.name == name for p in self.nuisance):
+            return "nuisance"
+        return "fixed" if name in self.fixed else None
+
+    @property
+    def hyperparameter_names(self) -> list[str]:
+        return [p.name for p in self.searched] + list(self.fixed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form, stored with the study; :func:`spec_from_dict` reverses it."""
+        return {
+            "name": self.name,
+            "workload": list(self.workload) if isinstance(self.workload, tuple) else self.workload,
+            "metric": self.metric, "mode": self.mode,
+            "max_train_steps": self.max_train_steps, "eval_every": self.eval_every,
+            "budget": self.budget, "search": self.search, "seed": self.seed, "goal": self.goal,
+            "experiment": self.experiment, "scientific_mode": self.scientific_mode,
+            "fuse": self.fuse, "fixed": dict(self.fixed),
+            "nuisance": [_param_to_dict(p) for p in self.nuisance],
+            "scientific": [_param_to_dict(p) for p in self.scientific],
+            "source": self.source,
+        }
+
+    def protocol(self) -> str:
+        """The tuning protocol in one paragraph: what any comparison from this study rests on."""
+        parts = [f"{p.name} {p.describe()}" for p in self.nuisance]
+        sci = [f"{p.name} {p.describe()}" for p in self.scientific]
+        fixed = ", ".join(f"{k}={v}" for k, v in self.fixed.items()) or "none"
+        return (
+            f"study {self.name!r} on {self.workload_ref}: {self.search} search, budget {self.budget}, "
+            f"seed {self.seed}, max_train_steps {self.max_train_steps}, eval every {self.eval_every}; "
+            f"{self.metric} ({self.mode}); scientific: {'; '.join(sci) or 'none'} "
+            f"({self.scientific_mode}); nuisance: {'; '.join(parts) or 'none'}; fixed: {fixed}"
+        )
+
+
+def _param_to_dict(p: Param) -> dict[str, Any]:
+    if isinstance(p, ChoiceParam):
+        return {"name": p.name, "values": list(p.values)}
+    return {"name": p.name, "low": p.low, "high": p.high, "scale": p.scale}
+
+
+def _param_from_dict(d: Mapping[str, Any]) -> Param:
+    if "values" in d:
+        return ChoiceParam(d["name"], tuple(d["values"]))
+    return RangeParam(d["name"], d["low"], d["high"], d.get("scale", "linear"))
+
+
+def spec_from_dict(d: Mapping[str, Any]) -> StudySpec:
+    """Rebuild a spec stored by :meth:`StudySpec.to_dict` (already validated)."""
+    workload = d["workload"]
+    return StudySpec(
+        name=d["name"],
+        workload=tuple(workload) if isinstance(workload, list) else workload,
+        metric=d["metric"], mode=d["mode"], max_train_steps=d["max_train_steps"],
+        eval_every=d["eval_every"], budget=d["budget"], search=d["search"], seed=d["seed"],
+        goal=d.get("goal", ""), experiment=d.get("experiment", ""),
+        scientific_mode=d.get("scientific_mode", "per_value"), fuse=d.get("fuse", "auto"),
+        fixed=dict(d.get("fixed", {})),
+        nuisance=tuple(_param_from_dict(p) for p in d.get("nuisance", [])),
+        scientific=tuple(_param_from_dict(p) for p in d.get("scientific", [])),
+        source=d.get("source", ""),
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+_STUDY_KEYS = {
+    "name", "workload", "goal", "metric", "mode", "max_train_steps", "eval_every", "budget",
+    "search", "seed", "scientific_mode", "fuse", "experiment",
+}
+_REQUIRED = ("name", "workload", "max_train_steps", "budget")
+_TABLES = {"study", "fixed", "nuisance", "scientific"}
+_RANGE_KEYS = {"low", "high", "scale"}
+
+
+class _Lines:
+    """Finds the line a key is written on, since tomllib does not report positions."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+
+    def of(self, table: str | None, key: str | None = None) -> int | None:
+        start = 0
+        if table:
+            header = re.compile(r"^\s*\[\s*" + re.escape(table) + r"\s*\]")
+            found = next((i for i, ln in enumerate(self.lines) if header.match(ln)), None)
+            if found is None:
+                return None
+            if key is None:
+                return found + 1
+            start = found + 1
+        if key is None:
+            return None
+        pat = re.compile(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=")
+        for i in range(start, len(self.lines)):
+            if table and i > start and re.match(r"^\s*\[", self.lines[i]):
+                break
+            if pat.match(self.lines[i]):
+                return i + 1
+        return None
+
+
+class _Checker:
+    """Carries the file name and line finder so every error names FILE:LINE: key."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.lines = _Lines(text)
+
+    def fail(self, table: str | None, key: str | None, reason: str) -> SpecError:
+        line = self.lines.of(table, key) if key else self.lines.of(table)
+        if line is None and table:
+            line = self.lines.of(table)
+        if line is None and table is None and key:
+            line = self.lines.of(key)
+        dotted = ".".join(x for x in (table, key) if x)
+        return SpecError(self.path, dotted, reason, line)
+
+
+def load_study(path: str | Path, resolve: bool = True) -> StudySpec:
+    """Read and validate a study file.
+
+    Args:
+        path: the TOML file.
+        resolve: also resolve the workload and check hyperparameters against it.
+
+    Raises:
+        SpecError: with a one-line ``FILE:LINE: key: reason`` message.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(str(path), "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(str(path), "", f"cannot read: {exc}") from None
+    return parse_study(text, str(path), resolve=resolve)
+
+
+def parse_study(text: str, path: str = "<study>", resolve: bool = True) -> StudySpec:
+    """Validate study TOML ``text`` (``path`` is used in messages and to resolve workloads)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = re.search(r"\(at line (\d+), column \d+\)", msg)
+        line = int(m.group(1)) if m else None
+        reason = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", msg)
+        raise SpecError(path, "toml", f"invalid TOML: {reason}", line) from None
+    ck = _Checker(path, text)
+    _check_finite(ck, data)
+    for table in data:
+        if table not in _TABLES:
+            raise ck.fail(None, table, f"unknown table or key (expected one of {sorted(_TABLES)})")
+    study = data.get("study")
+    if not isinstance(study, dict):
+        raise ck.fail(None, "study", "missing required table [study]")
+    for key in study:
+        if key not in _STUDY_KEYS:
+            raise ck.fail("study", key, f"unknown key (expected one of {', '.join(sorted(_STUDY_KEYS))})")
+    for key in _REQUIRED:
+        if key not in study:
+            raise ck.fail("study", key, "missing required key")
+    return _build(ck, data, study, resolve)
+
+
+def _has_nonfinite(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_nonfinite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_nonfinite(v) for v in value)
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _check_finite(ck: _Checker, data: Mapping[str, Any]) -> None:
+    """TOML accepts ``inf`` and ``nan``; no hyperparameter or setting may be either."""
+    for table, body in data.items():
+        items = body.items() if isinstance(body, dict) else [(None, body)]
+        for key, value in items:
+            if _has_nonfinite(value):
+                raise ck.fail(table if key else None, key or table, "non-finite number (inf or nan)")
+
+
+def _int(ck: _Checker, study: Mapping[str, Any], key: str, low: int, high: int, default: int | None = None) -> int:
+    value = study.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ck.fail("study", key, f"must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ck.fail("study", key, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def _choice(ck: _Checker, study: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
+    value = study.get(key, default)
+    if value not in allowed:
+        raise ck.fail("study", key, f"must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _build(ck: _Checker, data: Mapping[str, Any], study: Mapping[str, Any], resolve: bool) -> StudySpec:
+    name = study["name"]
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ck.fail("study", "name", "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    workload = _workload_value(ck, study["workload"])
+    info = _resolve(ck, workload) if resolve else None
+    max_steps = _int(ck, study, "max_train_steps", 1, MAX_STEPS)
+    budget_raw = study["budget"]
+    if not isinstance(budget_raw, bool) and isinstance(budget_raw, int) and budget_raw < 1:
+        raise ck.fail("study", "budget", f"must be at least 1, got {budget_raw}")
+    budget = _int(ck, study, "budget", 1, MAX_BUDGET)
+    eval_every = _int(ck, study, "eval_every", 1, max_steps, default=max(1, max_steps // 20))
+    seed = _int(ck, study, "seed", 0, 2**31 - 1, default=0)
+    metric = study.get("metric", info.default_metric if info else "val_error")
+    if not isinstance(metric, str) or not _HP_RE.match(metric):
+        raise ck.fail("study", "metric", f"must be a metric name, got {metric!r}")
+    if info and info.metrics and metric not in info.metrics:
+        raise ck.fail("study", "metric", f"workload {info.ref} reports {', '.join(info.metrics)}, not {metric!r}")
+    mode = _choice(ck, study, "mode", ("min", "max"), info.default_mode if info else "min")
+    search = _choice(ck, study, "search", SEARCH_METHODS, "quasi_random")
+    sci_mode = _choice(ck, study, "scientific_mode", SCIENTIFIC_MODES, "per_value")
+    fuse = _fuse(ck, study.get("fuse", "auto"))
+    for key in ("goal", "experiment"):
+        if not isinstance(study.get(key, ""), str):
+            raise ck.fail("study", key, "must be a string")
+    experiment = study.get("experiment") or _default_experiment(workload)
+    if experiment and not _NAME_RE.match(experiment):
+        raise ck.fail("study", "experiment", "must be 1-64 letters, digits, '_', '.' or '-'")
+    fixed = _fixed(ck, data.get("fixed", {}))
+    nuisance = _params(ck, "nuisance", data.get("nuisance", {}))
+    scientific = _params(ck, "scientific", data.get("scientific", {}))
+    _check_roles(ck, fixed, nuisance, scientific)
+    if info is not None:
+        _check_against_workload(ck, info, fixed, nuisance, scientific)
+    spec = StudySpec(
+        name=name, workload=workload, metric=metric, mode=mode, max_train_steps=max_steps,
+        eval_every=eval_every, budget=budget, search=search, seed=seed,
+        goal=study.get("goal", ""), experiment=experiment, scientific_mode=sci_mode, fuse=fuse,
+        fixed=fixed, nuisance=nuisance, scientific=scientific, source=ck.path,
+    )
+    _check_search(ck, spec)
+    return spec
+
+
+def _default_experiment(workload: str | tuple[str, ...]) -> str:
+    if isinstance(workload, tuple):
+        stem = Path(workload[-1]).stem if workload else "command"
+        return re.sub(r"[^A-Za-z0-9_.-]", "-", stem)[:64] or "command"
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", workload.split(":", 1)[-1])[:64] or "experiment"
+
+
+def _workload_value(ck: _Checker, value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    if isinstance(value, dict):
+        extra = set(value) - {"command"}
+        if extra:
+            raise ck.fail("study", "workload", f"unknown key {sorted(extra)[0]!r} (a command workload is {{ command = [...] }})")
+        cmd = value.get("command")
+        if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) and c for c in cmd):
+            raise ck.fail("study", "workload", "command must be a non-empty list of strings")
+        return tuple(cmd)
+    raise ck.fail("study", "workload", "must be 'builtin:NAME', 'package.module:function' or { command = [...] }")
+
+
+def _resolve(ck: _Checker, workload: str | tuple[str, ...]) -> WorkloadInfo:
+    from engine.workloads.registry import WorkloadError, resolve_workload
+
+    try:
+        return resolve_workload(workload, base_dir=str(Path(ck.path).resolve().parent))
+    except WorkloadError as exc:
+        raise ck.fail("study", "workload", str(exc)) from None
+
+
+def _fuse(ck: _Checker, value: Any) -> str | int:
+    if value in ("auto", "off"):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65536:
+        return value
+    raise ck.fail("study", "fuse", f"must be 'auto', 'off' or a group size 1-65536, got {value!r}")
+
+
+def _scalar_ok(value: Any) -> bool:
+    return isinstance(value, (bool, int, float, str))
+
+
+def _fixed(ck: _Checker, table: Any) -> dict[str, Scalar]:
+    if not isinstance(table, dict):
+        raise ck.fail(None, "fixed", "must be a table of name = value")
+    for key, value in table.items():
+        if not _HP_RE.match(key):
+            raise ck.fail("fixed", key, "hyperparameter names are letters, digits, '_', '.', '-'")
+        if not _scalar_ok(value):
+            raise ck.fail("fixed", key, f"must be a number, string or boolean, got {type(value).__name__}")
+    return dict(table)
+
+
+def _params(ck: _Checker, role: str, table: Any) -> tuple[Param, ...]:
+    if not isinstance(table, dict):
+        raise ck.fail(None, role, "must be a table of name = { low, high, scale } or { values = [...] }")
+    return tuple(_param(ck, role, key, body) for key, body in table.items())
+
+
+def _param(ck: _Checker, role: str, key: str, body: Any) -> Param:
+    if not _HP_RE.match(key):
+        raise ck.fail(role, key, "hyperparameter names are letters, digits, '_', '.', '-'")
+    if not isinstance(body, dict):
+        raise ck.fail(role, key, "must be { low = .., high = .., scale = .. } or { values = [...] }")
+    if "values" in body:
+        if set(body) - {"values"}:
+            raise ck.fail(role, key, f"unknown key {sorted(set(body) - {'values'})[0]!r} beside values")
+        values = body["values"]
+        if not isinstance(values, list) or not values:
+            raise ck.fail(role, key, "values must be a non-empty list")
+        if not all(_scalar_ok(v) for v in values):
+            raise ck.fail(role, key, "values must be numbers, strings or booleans")
+        if len(set(map(repr, values))) != len(values):
+            raise ck.fail(role, key, "values must not repeat")
+        return ChoiceParam(key, tuple(values))
+    unknown = set(body) - _RANGE_KEYS
+    if unknown:
+        raise ck.fail(role, key, f"unknown key {sorted(unknown)[0]!r} (expected low, high, scale or values)")
+    for bound in ("low", "high"):
+        if bound not in body:
+            raise ck.fail(role, key, f"missing {bound!r}")
+        if isinstance(body[bound], bool) or not isinstance(body[bound], (int, float)):
+            raise ck.fail(role, key, f"{bound} must be a number, got {body[bound]!r}")
+    low, high, scale = body["low"], body["high"], body.get("scale", "linear")
+    if scale not in SCALES:
+        raise ck.fail(role, key, f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if low >= high:
+        raise ck.fail(role, key, f"low ({low}) must be below high ({high})")
+    if scale in ("log", "int_log") and low <= 0:
+        raise ck.fail(role, key, f"log scale needs low > 0, got {low}")
+    if scale in ("int", "int_log") and not (float(low).is_integer() and float(high).is_integer()):
+        raise ck.fail(role, key, "integer scale needs integer low and high")
+    if scale in ("int", "int_log"):
+        low, high = int(low), int(high)
+    return RangeParam(key, low, high, scale)
+
+
+def _check_roles(ck: _Checker, fixed: Mapping[str, Any], nuisance: tuple[Param, ...], scientific: tuple[Param, ...]) -> None:
+    seen: dict[str, str] = {name: "fixed" for name in fixed}
+    for role, params in (("nuisance", nuisance), ("scientific", scientific)):
+        for p in params:
+            if p.name in seen:
+                raise ck.fail(role, p.name, f"hyperparameter is both {seen[p.name]} and {role}; give it one role")
+            seen[p.name] = role
+
+
+def _check_search(ck: _Checker, spec: StudySpec) -> None:
+    if spec.scientific_mode == "per_value":
+        for p in spec.scientific:
+            if isinstance(p, RangeParam):
+                raise ck.fail("scientific", p.name, "a range needs scientific_mode = \"joint\" (per_value compares listed values)")
+        combos = math.prod(len(p.values) for p in spec.scientific if isinstance(p, ChoiceParam))
+        if spec.budget < combos:
+            raise ck.fail("study", "budget", f"{spec.budget} is fewer than the {combos} scientific values to compare")
+        if spec.search == "bayesian" and not spec.nuisance:
+            raise ck.fail("study", "search", "bayesian search needs at least one nuisance hyperparameter")
+    elif spec.search == "bayesian" and not spec.searched:
+        raise ck.fail("study", "search", "bayesian search needs at least one searched hyperparameter")
+
+
+def _check_against_workload(
+    ck: _Checker, info: WorkloadInfo, fixed: Mapping[str, Any],
+    nuisance: tuple[Param, ...], scientific: tuple[Param, ...],
+) -> None:
+    if info.hyperparameters is None:
+        return
+    accepted = info.hyperparameters
+    known = ", ".join(sorted(accepted))
+    for role, names in (("fixed", list(fixed)), ("nuisance", [p.name for p in nuisance]),
+                        ("scientific", [p.name for p in scientific])):
+        for hp in names:
+            if hp not in accepted:
+                raise ck.fail(role, hp, f"workload {info.ref} does not accept this hyperparameter (it accepts: {known})")
+    for hp, value in fixed.items():
+        reason = _value_problem(accepted[hp], value)
+        if reason:
+            raise ck.fail("fixed", hp, reason)
+    for role, params in (("nuisance", nuisance), ("scientific", scientific)):
+        for p in params:
+            reason = _param_problem(accepted[p.name], p)
+            if reason:
+                raise ck.fail(role, p.name, reason)
+
+
+def _value_problem(hp: Any, value: Any) -> str:
+    if hp.kind == "any":
+        return ""
+    if hp.kind in ("choice",) and hp.choices is not None:
+        return "" if value in hp.choices else f"must be one of {', '.join(map(str, hp.choices))}, got {value!r}"
+    if hp.kind == "bool":
+        return "" if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number, got {value!r}"
+    if hp.kind == "int" and not float(value).is_integer():
+        return f"must be an integer, got {value!r}"
+    if hp.low is not None and value < hp.low:
+        return f"must be at least {hp.low}, got {value}"
+    if hp.high is not None and value > hp.high:
+        return f"must be at most {hp.high}, got {value}"
+    return ""
+
+
+def _param_problem(hp: Any, p: Param) -> str:
+    if isinstance(p, ChoiceParam):
+        for v in p.values:
+            reason = _value_problem(hp, v)
+            if reason:
+                return reason
+        return ""
+    if hp.kind == "any":
+        return ""
+    if hp.kind in ("choice", "bool"):
+        return "takes listed values: use { values = [...] }"
+    if hp.kind == "int" and p.scale not in ("int", "int_log"):
+        return "is an integer: use scale = \"int\" or \"int_log\""
+    return _value_problem(hp, p.low) or _value_problem(hp, p.high)

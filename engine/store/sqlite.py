@@ -1,0 +1,543 @@
+"""The embedded workspace store: :class:`SQLiteStorage` implements ``Storage`` on SQLite.
+
+Connections, transactions, retries and the schema live in :mod:`engine.store.sqlite_db`;
+this module maps the protocol onto SQL. Every method is one transaction, so each is atomic
+across the engine, the CLI and any number of viewers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from engine.store.base import (
+    Baseline, Checkpoint, Decision, Experiment, MetricRow, NewTrial, Study, StoreError, Trial,
+    TrialProgress, TrialState,
+)
+from engine.store.sqlite_db import BUSY_TIMEOUT_S, Connection, Database
+
+_TRIAL_COLS = (
+    "id, study_id, number, params, seed, state, attempt, point_index, kind, max_train_steps, "
+    "created_at, started_at, finished_at, heartbeat_at, device, worker, best_step, best_value, "
+    "steps_done, wall_time, error"
+)
+_STUDY_COLS = "id, experiment_id, name, spec, seed, next_index, created_at, source_path"
+_BASELINE_COLS = (
+    "id, experiment_id, version, config, metric, mode, max_train_steps, note, created_at"
+)
+_DECISION_COLS = (
+    "id, experiment_id, study_id, verdict, candidate, baseline_version, test, stats, "
+    "rationale, complexity_note, created_at"
+)
+MODES = ("min", "max")
+VERDICTS = ("adopt", "reject", "inconclusive")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def encode_float(value: float | None) -> float | str | None:
+    """A float as SQLite keeps it faithfully: REAL when finite, else 'nan' / 'inf' / '-inf'."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else repr(value)
+
+
+def decode_float(value: Any) -> float | None:
+    """Reverse :func:`encode_float`."""
+    if value is None or value.__class__ is float:
+        return value
+    return float(value)
+
+
+def check_meta_key(key: str) -> None:
+    """Refuse keys the store itself owns."""
+    if key == "schema_version":
+        raise StoreError("meta key 'schema_version' is managed by the store")
+
+
+def _in_list(column: str) -> str:
+    """A filter on ``column`` by a JSON array parameter (no limit on the number of values)."""
+    return f"{column} IN (SELECT value FROM json_each(?))"
+
+
+def _experiment(r: Sequence[Any]) -> Experiment:
+    return Experiment(r[0], r[1], r[2], r[3])
+
+
+def _baseline(r: Sequence[Any]) -> Baseline:
+    return Baseline(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8])
+
+
+def _study(r: Sequence[Any]) -> Study:
+    return Study(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7])
+
+
+def _trial(r: Sequence[Any]) -> Trial:
+    return Trial(
+        id=r[0], study_id=r[1], number=r[2], params=json.loads(r[3]), seed=r[4],
+        state=TrialState(r[5]), attempt=r[6], point_index=r[7], kind=r[8],
+        max_train_steps=r[9], created_at=r[10], started_at=r[11], finished_at=r[12],
+        heartbeat_at=r[13], device=r[14], worker=r[15], best_step=r[16],
+        best_value=decode_float(r[17]), steps_done=r[18], wall_time=r[19], error=r[20],
+    )
+
+
+def _decision(r: Sequence[Any]) -> Decision:
+    return Decision(
+        r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], json.loads(r[7]), r[8], r[9], r[10]
+    )
+
+
+def _metric_rows(rows: list[tuple[Any, ...]]) -> list[MetricRow]:
+    # Frozen dataclasses are slow to build one by one through __init__ (object.__setattr__
+    # per field); filling __dict__ directly is ~3x faster for the millions of rows
+    # an analysis reads, and yields the very same objects.
+    new, setattr_, cls, dec = object.__new__, object.__setattr__, MetricRow, decode_float
+    out = []
+    for t, s, n, v in rows:
+        row = new(cls)
+        setattr_(row, "__dict__", {"trial_id": t, "step": s, "name": n, "value": dec(v)})
+        out.append(row)
+    return out
+
+
+# --------------------------------------------------------------------------- storage
+
+
+class SQLiteStorage:
+    """The workspace database (``.tuneplay/tuneplay.db``), implementing ``Storage``.
+
+    Safe to share between threads, to use after ``fork`` and to pickle (it reconnects).
+
+    Args:
+        path: the database file; created owner-only with the schema when missing.
+        busy_timeout: seconds SQLite waits for a lock before the retry loop backs off.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+        self._db = Database(path, busy_timeout=busy_timeout)
+        self.path = self._db.path
+        self._run = self._db.run
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({str(self.path)!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"db": self._db}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._db = state["db"]
+        self.path = self._db.path
+        self._run = self._db.run
+
+    def close(self) -> None:
+        """Close this process's connection; the store reconnects if used again."""
+        self._db.close()
+
+    # ----------------------------------------------------------------- lookups
+
+    def _one(self, conn: Connection, sql: str, args: Sequence[Any], what: str) -> Any:
+        row = conn.execute(sql, args).fetchone()
+        if row is None:
+            raise StoreError(f"{self.path}: no {what}")
+        return row
+
+    def _get_trial(self, conn: Connection, trial_id: int) -> Trial:
+        sql = f"SELECT {_TRIAL_COLS} FROM trials WHERE id = ?"
+        return _trial(self._one(conn, sql, (trial_id,), f"trial with id {trial_id}"))
+
+    def _get_study(self, conn: Connection, study_id: int) -> Study:
+        sql = f"SELECT {_STUDY_COLS} FROM studies WHERE id = ?"
+        return _study(self._one(conn, sql, (study_id,), f"study with id {study_id}"))
+
+    def _get_experiment(self, conn: Connection, experiment_id: int) -> Experiment:
+        sql = "SELECT id, name, workload, created_at FROM experiments WHERE id = ?"
+        return _experiment(
+            self._one(conn, sql, (experiment_id,), f"experiment with id {experiment_id}")
+        )
+
+    def _trials_by_ids(self, conn: Connection, ids: Sequence[int]) -> list[Trial]:
+        sql = f"SELECT {_TRIAL_COLS} FROM trials WHERE {_in_list('id')} ORDER BY id"
+        return [_trial(r) for r in conn.execute(sql, (json.dumps(list(ids)),))]
+
+    # ----------------------------------------------------------------- experiments
+
+    def create_experiment(self, name: str, workload: str) -> Experiment:
+        """Create an experiment; its name must be new."""
+        def write(conn: Connection) -> Experiment:
+            if conn.execute("SELECT 1 FROM experiments WHERE name = ?", (name,)).fetchone():
+                raise StoreError(f"{self.path}: an experiment named {name!r} already exists")
+            cur = conn.execute(
+                "INSERT INTO experiments (name, workload, created_at) VALUES (?, ?, ?)",
+                (name, workload, time.time()),
+            )
+            return self._get_experiment(conn, cur.lastrowid or 0)
+        return self._run(write, write=True)
+
+    def get_experiment(self, experiment_id: int) -> Experiment:
+        """The experiment with this id (StoreError when there is none)."""
+        return self._run(lambda conn: self._get_experiment(conn, experiment_id))
+
+    def find_experiment(self, name: str) -> Experiment | None:
+        """The experiment with this name, or None."""
+        sql = "SELECT id, name, workload, created_at FROM experiments WHERE name = ?"
+        row = self._run(lambda conn: conn.execute(sql, (name,)).fetchone())
+        return _experiment(row) if row else None
+
+    def list_experiments(self) -> list[Experiment]:
+        """All experiments, oldest first."""
+        sql = "SELECT id, name, workload, created_at FROM experiments ORDER BY id"
+        return [_experiment(r) for r in self._run(lambda conn: conn.execute(sql).fetchall())]
+
+    def add_baseline(
+        self, experiment_id: int, config: Mapping[str, Any], metric: str, mode: str,
+        max_train_steps: int, note: str = "",
+    ) -> Baseline:
+        """Launch the experiment's next baseline version (v1 first)."""
+        if mode not in MODES:
+            raise StoreError(f"baseline mode {mode!r}: expected one of {MODES}")
+        def write(conn: Connection) -> Baseline:
+            self._get_experiment(conn, experiment_id)
+            (version,) = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) + 1 FROM baselines WHERE experiment_id = ?",
+                (experiment_id,),
+            ).fetchone()
+            cur = conn.execute(
+                f"INSERT INTO baselines ({_BASELINE_COLS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (experiment_id, version, json.dumps(dict(config)), metric, mode,
+                 int(max_train_steps), note, time.time()),
+            )
+            sql = f"SELECT {_BASELINE_COLS} FROM baselines WHERE id = ?"
+            return _baseline(conn.execute(sql, (cur.lastrowid,)).fetchone())
+        return self._run(write, write=True)
+
+    def list_baselines(self, experiment_id: int) -> list[Baseline]:
+        """The experiment's baselines by version."""
+        sql = f"SELECT {_BASELINE_COLS} FROM baselines WHERE experiment_id = ? ORDER BY version"
+        rows = self._run(lambda conn: conn.execute(sql, (experiment_id,)).fetchall())
+        return [_baseline(r) for r in rows]
+
+    # ----------------------------------------------------------------- studies
+
+    def create_study(
+        self, experiment_id: int, name: str, spec: Mapping[str, Any], seed: int,
+        source_path: str = "",
+    ) -> Study:
+        """Create a study; study names are unique across the workspace."""
+        def write(conn: Connection) -> Study:
+            self._get_experiment(conn, experiment_id)
+            if conn.execute("SELECT 1 FROM studies WHERE name = ?", (name,)).fetchone():
+                raise StoreError(f"{self.path}: a study named {name!r} already exists")
+            cur = conn.execute(
+                f"INSERT INTO studies ({_STUDY_COLS}) VALUES (NULL, ?, ?, ?, ?, 0, ?, ?)",
+                (experiment_id, name, json.dumps(dict(spec)), int(seed), time.time(), source_path),
+            )
+            return self._get_study(conn, cur.lastrowid or 0)
+        return self._run(write, write=True)
+
+    def get_study(self, study_id: int) -> Study:
+        """The study with this id (StoreError when there is none)."""
+        return self._run(lambda conn: self._get_study(conn, study_id))
+
+    def find_study(self, name: str) -> Study | None:
+        """The study with this name, or None."""
+        sql = f"SELECT {_STUDY_COLS} FROM studies WHERE name = ?"
+        row = self._run(lambda conn: conn.execute(sql, (name,)).fetchone())
+        return _study(row) if row else None
+
+    def list_studies(self, experiment_id: int | None = None) -> list[Study]:
+        """Studies (of one experiment, or all), oldest first."""
+        sql, args = f"SELECT {_STUDY_COLS} FROM studies", ()
+        if experiment_id is not None:
+            sql, args = sql + " WHERE experiment_id = ?", (experiment_id,)
+        rows = self._run(lambda conn: conn.execute(sql + " ORDER BY id", args).fetchall())
+        return [_study(r) for r in rows]
+
+    def update_study_spec(self, study_id: int, spec: Mapping[str, Any]) -> Study:
+        """Replace the study's stored spec (e.g. a raised budget)."""
+        def write(conn: Connection) -> Study:
+            self._get_study(conn, study_id)
+            conn.execute(
+                "UPDATE studies SET spec = ? WHERE id = ?", (json.dumps(dict(spec)), study_id)
+            )
+            return self._get_study(conn, study_id)
+        return self._run(write, write=True)
+
+    def reserve_points(self, study_id: int, n: int) -> int:
+        """Atomically advance ``next_index`` by ``n``; return the first reserved index."""
+        if n < 0:
+            raise StoreError(f"reserve_points: n must be >= 0, got {n}")
+        def write(conn: Connection) -> int:
+            first = self._get_study(conn, study_id).next_index
+            conn.execute(
+                "UPDATE studies SET next_index = next_index + ? WHERE id = ?", (n, study_id)
+            )
+            return first
+        return self._run(write, write=True)
+
+    # ----------------------------------------------------------------- trials
+
+    def add_trials(self, study_id: int, trials: Sequence[NewTrial]) -> list[Trial]:
+        """Enqueue trials; each gets the next 0-based number within its study."""
+        def write(conn: Connection) -> list[Trial]:
+            study = self._get_study(conn, study_id)
+            (number,) = conn.execute(
+                "SELECT COALESCE(MAX(number), -1) + 1 FROM trials WHERE study_id = ?",
+                (study_id,),
+            ).fetchone()
+            ids, now = [], time.time()
+            for offset, new in enumerate(trials):
+                cur = conn.execute(
+                    "INSERT INTO trials (study_id, number, params, seed, state, point_index, "
+                    "kind, max_train_steps, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (study_id, number + offset, json.dumps(dict(new.params)), int(new.seed),
+                     TrialState.QUEUED.value, new.point_index, new.kind,
+                     trial_max_train_steps(study, new), now),
+                )
+                ids.append(cur.lastrowid or 0)
+            return self._trials_by_ids(conn, ids)
+        return self._run(write, write=True)
+
+    def get_trial(self, trial_id: int) -> Trial:
+        """The trial with this id (StoreError when there is none)."""
+        return self._run(lambda conn: self._get_trial(conn, trial_id))
+
+    def list_trials(
+        self, study_id: int | None = None, states: Iterable[TrialState] | None = None
+    ) -> list[Trial]:
+        """Trials filtered by study and state, in insertion order."""
+        clauses, args = [], []
+        if study_id is not None:
+            clauses.append("study_id = ?")
+            args.append(study_id)
+        if states is not None:
+            clauses.append(_in_list("state"))
+            args.append(json.dumps([TrialState(s).value for s in states]))
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {_TRIAL_COLS} FROM trials{where} ORDER BY id"
+        return [_trial(r) for r in self._run(lambda conn: conn.execute(sql, args).fetchall())]
+
+    def claim_trials(
+        self, worker: str, device: str, limit: int = 1, study_id: int | None = None
+    ) -> list[Trial]:
+        """Atomically move up to ``limit`` QUEUED trials (oldest first) to RUNNING."""
+        sql, args = "SELECT id FROM trials WHERE state = 'QUEUED'", []
+        if study_id is not None:
+            sql, args = sql + " AND study_id = ?", [study_id]
+        sql += " ORDER BY id LIMIT ?"
+        def write(conn: Connection) -> list[Trial]:
+            ids = [r[0] for r in conn.execute(sql, (*args, max(0, limit)))]
+            if not ids:
+                return []
+            now = time.time()
+            conn.execute(
+                "UPDATE trials SET state = 'RUNNING', attempt = attempt + 1, worker = ?, "
+                "device = ?, started_at = ?, heartbeat_at = ?, finished_at = NULL "
+                f"WHERE {_in_list('id')}",
+                (worker, device, now, now, json.dumps(ids)),
+            )
+            return self._trials_by_ids(conn, ids)
+        return self._run(write, write=True)
+
+    def heartbeat(
+        self, trial_ids: Sequence[int], steps_done: Mapping[int, int] | None = None
+    ) -> None:
+        """Mark RUNNING trials alive (and record progress); other trials are left alone."""
+        now, done = time.time(), steps_done or {}
+        def write(conn: Connection) -> None:
+            for trial_id in trial_ids:
+                conn.execute(
+                    "UPDATE trials SET heartbeat_at = ?, steps_done = COALESCE(?, steps_done) "
+                    "WHERE id = ? AND state = 'RUNNING'",
+                    (now, done.get(trial_id), trial_id),
+                )
+        self._run(write, write=True)
+
+    def finish_trial(self, trial_id: int, progress: TrialProgress) -> Trial:
+        """Record the end of an attempt; a trial already finished is refused."""
+        state = TrialState(progress.state)
+        if state in (TrialState.QUEUED, TrialState.RUNNING):
+            raise StoreError(f"finish_trial {trial_id}: {state.value} is not an end state")
+        def write(conn: Connection) -> Trial:
+            current = self._get_trial(conn, trial_id)
+            if current.state.is_finished():
+                raise StoreError(
+                    f"{self.path}: trial {trial_id} is already {current.state.value}"
+                )
+            conn.execute(
+                "UPDATE trials SET state = ?, best_step = ?, best_value = ?, steps_done = ?, "
+                "wall_time = ?, error = ?, finished_at = ? WHERE id = ?",
+                (state.value, progress.best_step, encode_float(progress.best_value),
+                 int(progress.steps_done), float(progress.wall_time), progress.error,
+                 time.time() if state.is_finished() else None, trial_id),
+            )
+            return self._get_trial(conn, trial_id)
+        return self._run(write, write=True)
+
+    def set_state(
+        self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState]
+    ) -> int:
+        """Move trials to ``state`` if they are currently in one of ``only_from``."""
+        state = TrialState(state)
+        sources = json.dumps([TrialState(s).value for s in only_from])
+        finished_at = "?" if state.is_finished() else "NULL"
+        sql = (
+            f"UPDATE trials SET state = ?, finished_at = {finished_at} "
+            f"WHERE {_in_list('id')} AND {_in_list('state')}"
+        )
+        args: tuple[Any, ...] = (json.dumps(list(trial_ids)), sources)
+        args = (state.value, time.time(), *args) if state.is_finished() else (state.value, *args)
+        return self._run(lambda conn: conn.execute(sql, args).rowcount, write=True)
+
+    def requeue_stale(self, older_than: float) -> list[Trial]:
+        """RUNNING trials whose heartbeat (or start) is older than ``older_than`` -> QUEUED."""
+        def write(conn: Connection) -> list[Trial]:
+            ids = [r[0] for r in conn.execute(
+                "SELECT id FROM trials WHERE state = 'RUNNING' "
+                "AND COALESCE(heartbeat_at, started_at, 0) < ? ORDER BY id", (older_than,),
+            )]
+            conn.execute(
+                f"UPDATE trials SET state = 'QUEUED' WHERE {_in_list('id')}", (json.dumps(ids),)
+            )
+            return self._trials_by_ids(conn, ids)
+        return self._run(write, write=True)
+
+    # ----------------------------------------------------------------- metrics, checkpoints
+
+    def write_metrics(self, rows: Sequence[MetricRow]) -> None:
+        """Upsert: exactly one row per (trial, step, name); a re-reported step replaces it."""
+        if not rows:
+            return
+        data = [(r.trial_id, int(r.step), r.name, encode_float(r.value)) for r in rows]
+        sql = (
+            "INSERT INTO metrics (trial_id, step, name, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (trial_id, step, name) DO UPDATE SET value = excluded.value"
+        )
+        self._run(lambda conn: conn.executemany(sql, data), write=True)
+
+    def _metrics_query(
+        self, trial_ids: Sequence[int] | None, study_id: int | None,
+        names: Sequence[str] | None, since_step: int | None,
+    ) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        if trial_ids is not None:
+            clauses.append(_in_list("trial_id"))
+            args.append(json.dumps([int(t) for t in trial_ids]))
+        if study_id is not None:
+            clauses.append("trial_id IN (SELECT id FROM trials WHERE study_id = ?)")
+            args.append(study_id)
+        if names is not None:
+            clauses.append(_in_list("name"))
+            args.append(json.dumps(list(names)))
+        if since_step is not None:
+            clauses.append("step >= ?")
+            args.append(since_step)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT trial_id, step, name, value FROM metrics{where} ORDER BY trial_id, step, name"
+        return sql, args
+
+    def read_metrics(
+        self, trial_ids: Sequence[int] | None = None, study_id: int | None = None,
+        names: Sequence[str] | None = None, since_step: int | None = None,
+    ) -> list[MetricRow]:
+        """Metric rows (steps >= ``since_step`` when given) ordered by trial, step, name."""
+        sql, args = self._metrics_query(trial_ids, study_id, names, since_step)
+        return _metric_rows(self._run(lambda conn: conn.execute(sql, args).fetchall()))
+
+    def read_metrics_columns(
+        self, trial_ids: Sequence[int] | None = None, study_id: int | None = None,
+        names: Sequence[str] | None = None, since_step: int | None = None,
+    ) -> dict[str, list[Any]]:
+        """Like :meth:`read_metrics`, as columns ``trial_id, step, name, value`` (for DataFrames)."""
+        sql, args = self._metrics_query(trial_ids, study_id, names, since_step)
+        rows = self._run(lambda conn: conn.execute(sql, args).fetchall())
+        if not rows:
+            return {"trial_id": [], "step": [], "name": [], "value": []}
+        trial, step, name, value = (list(c) for c in zip(*rows))
+        if any(v.__class__ is not float for v in value):
+            value = [decode_float(v) for v in value]
+        return {"trial_id": trial, "step": step, "name": name, "value": value}
+
+    def record_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Upsert the trial's checkpoint of this kind."""
+        c = checkpoint
+        sql = (
+            "INSERT INTO checkpoints (trial_id, kind, step, path, value, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (trial_id, kind) DO UPDATE SET "
+            "step = excluded.step, path = excluded.path, value = excluded.value, "
+            "created_at = excluded.created_at"
+        )
+        args = (c.trial_id, c.kind, c.step, c.path, encode_float(c.value), c.created_at)
+        self._run(lambda conn: conn.execute(sql, args), write=True)
+
+    def get_checkpoints(self, trial_id: int) -> list[Checkpoint]:
+        """The trial's checkpoints, by kind."""
+        sql = (
+            "SELECT trial_id, kind, step, path, value, created_at FROM checkpoints "
+            "WHERE trial_id = ? ORDER BY kind"
+        )
+        rows = self._run(lambda conn: conn.execute(sql, (trial_id,)).fetchall())
+        return [Checkpoint(r[0], r[1], r[2], r[3], decode_float(r[4]), r[5]) for r in rows]
+
+    # ----------------------------------------------------------------- decisions, meta
+
+    def record_decision(
+        self, experiment_id: int, study_id: int | None, verdict: str,
+        candidate: Mapping[str, Any], baseline_version: int, test: str,
+        stats: Mapping[str, Any], rationale: str, complexity_note: str,
+    ) -> Decision:
+        """Append a decision to the experiment's log."""
+        if verdict not in VERDICTS:
+            raise StoreError(f"decision verdict {verdict!r}: expected one of {VERDICTS}")
+        def write(conn: Connection) -> Decision:
+            self._get_experiment(conn, experiment_id)
+            cur = conn.execute(
+                f"INSERT INTO decisions ({_DECISION_COLS}) "
+                "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (experiment_id, study_id, verdict, json.dumps(dict(candidate)),
+                 int(baseline_version), test, json.dumps(dict(stats)), rationale,
+                 complexity_note, time.time()),
+            )
+            sql = f"SELECT {_DECISION_COLS} FROM decisions WHERE id = ?"
+            return _decision(conn.execute(sql, (cur.lastrowid,)).fetchone())
+        return self._run(write, write=True)
+
+    def list_decisions(self, experiment_id: int | None = None) -> list[Decision]:
+        """Decisions (of one experiment, or all), oldest first."""
+        sql, args = f"SELECT {_DECISION_COLS} FROM decisions", ()
+        if experiment_id is not None:
+            sql, args = sql + " WHERE experiment_id = ?", (experiment_id,)
+        rows = self._run(lambda conn: conn.execute(sql + " ORDER BY id", args).fetchall())
+        return [_decision(r) for r in rows]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set an engine bookkeeping value (``schema_version`` is not settable)."""
+        check_meta_key(key)
+        sql = (
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        self._run(lambda conn: conn.execute(sql, (key, str(value))), write=True)
+
+    def get_meta(self, key: str) -> str | None:
+        """An engine bookkeeping value, or None."""
+        row = self._run(
+            lambda conn: conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        )
+        return row[0] if row else None
+
+
+def trial_max_train_steps(study: Study, new: NewTrial) -> int:
+    """The trial's own ``max_train_steps``, else the study's."""
+    steps = new.max_train_steps if new.max_train_steps is not None else study.spec.get(
+        "max_train_steps"
+    )
+    if steps is None:
+        raise StoreError(f"study {study.name!r} has no max_train_steps; give one per trial")
+    return int(steps)

@@ -1,0 +1,240 @@
+"""The workspace's SQLite file: schema, connections and transactions (no domain logic).
+
+Every write runs in ``BEGIN IMMEDIATE ... COMMIT`` and is retried with backoff while
+another process holds the write lock, so "database is locked" never reaches a caller.
+Each process opens its own connection lazily (the object survives ``fork``); threads of
+one process share it behind a lock.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+from engine.store.base import SCHEMA_VERSION, StoreError
+
+T = TypeVar("T")
+Connection = sqlite3.Connection
+
+NETWORK_FILESYSTEMS = frozenset(
+    {"nfs", "nfs4", "cifs", "smb", "smb2", "smb3", "smbfs", "sshfs", "fuse.sshfs", "afs", "ncpfs"}
+)
+BUSY_TIMEOUT_S = 30.0
+LOCK_WAIT_S = 600.0  # give up (with a StoreError) after this long of continuous contention
+_FIRST_BACKOFF_S, _MAX_BACKOFF_S = 0.002, 0.25
+_BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (the low byte of extended codes)
+
+SCHEMA = (
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE experiments (
+        id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, workload TEXT NOT NULL,
+        created_at REAL NOT NULL)""",
+    """CREATE TABLE baselines (
+        id INTEGER PRIMARY KEY, experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+        version INTEGER NOT NULL, config TEXT NOT NULL, metric TEXT NOT NULL,
+        mode TEXT NOT NULL, max_train_steps INTEGER NOT NULL, note TEXT NOT NULL,
+        created_at REAL NOT NULL, UNIQUE (experiment_id, version))""",
+    """CREATE TABLE studies (
+        id INTEGER PRIMARY KEY, experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+        name TEXT NOT NULL UNIQUE, spec TEXT NOT NULL, seed INTEGER NOT NULL,
+        next_index INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+        source_path TEXT NOT NULL DEFAULT '')""",
+    # best_value has no type affinity: REAL, or TEXT ('nan', 'inf') for non-finite values.
+    """CREATE TABLE trials (
+        id INTEGER PRIMARY KEY, study_id INTEGER NOT NULL REFERENCES studies(id),
+        number INTEGER NOT NULL, params TEXT NOT NULL, seed INTEGER NOT NULL,
+        state TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, point_index INTEGER NOT NULL,
+        kind TEXT NOT NULL, max_train_steps INTEGER NOT NULL, created_at REAL NOT NULL,
+        started_at REAL, finished_at REAL, heartbeat_at REAL, device TEXT NOT NULL DEFAULT '',
+        worker TEXT NOT NULL DEFAULT '', best_step INTEGER, best_value,
+        steps_done INTEGER NOT NULL DEFAULT 0, wall_time REAL NOT NULL DEFAULT 0,
+        error TEXT NOT NULL DEFAULT '', UNIQUE (study_id, number))""",
+    "CREATE INDEX trials_by_study ON trials (study_id)",
+    "CREATE INDEX trials_by_state ON trials (state)",
+    # The primary key is the "metrics by trial" index and enforces one row per
+    # (trial, step, name); value has no affinity so non-finite values can be kept as TEXT.
+    """CREATE TABLE metrics (
+        trial_id INTEGER NOT NULL REFERENCES trials(id), step INTEGER NOT NULL,
+        name TEXT NOT NULL, value, PRIMARY KEY (trial_id, step, name)) WITHOUT ROWID""",
+    """CREATE TABLE checkpoints (
+        trial_id INTEGER NOT NULL REFERENCES trials(id), kind TEXT NOT NULL,
+        step INTEGER NOT NULL, path TEXT NOT NULL, value, created_at REAL NOT NULL,
+        PRIMARY KEY (trial_id, kind))""",
+    """CREATE TABLE decisions (
+        id INTEGER PRIMARY KEY, experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+        study_id INTEGER REFERENCES studies(id), verdict TEXT NOT NULL, candidate TEXT NOT NULL,
+        baseline_version INTEGER NOT NULL, test TEXT NOT NULL, stats TEXT NOT NULL,
+        rationale TEXT NOT NULL, complexity_note TEXT NOT NULL, created_at REAL NOT NULL)""",
+)
+
+
+def filesystem_type(path: str | Path, mounts: str | Path = "/proc/mounts") -> str | None:
+    """The type of the filesystem holding ``path`` (None when the mount table is unreadable)."""
+    try:
+        table = Path(mounts).read_text()
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    best, fstype = "", None
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mountpoint = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        inside = mountpoint == "/" or target == mountpoint or target.startswith(
+            mountpoint.rstrip("/") + "/"
+        )
+        if inside and len(mountpoint) >= len(best):  # later mounts shadow earlier ones
+            best, fstype = mountpoint, fields[2]
+    return fstype
+
+
+def refuse_network_filesystem(path: str | Path, mounts: str | Path = "/proc/mounts") -> None:
+    """Raise StoreError when ``path`` lives on a network filesystem (SQLite locking breaks)."""
+    fstype = filesystem_type(path, mounts)
+    if fstype in NETWORK_FILESYSTEMS:
+        raise StoreError(
+            f"{path}: the workspace is on a network filesystem ({fstype}), where SQLite "
+            "locking is unreliable; put it on a local disk (--workspace DIR or "
+            "TUNEPLAY_WORKSPACE)"
+        )
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` means another connection holds a lock (worth retrying)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+class Database:
+    """One SQLite workspace file: schema checked on open, transactions with retry.
+
+    Args:
+        path: the database file; created owner-only (0o600) with the schema when missing.
+        busy_timeout: seconds SQLite itself waits for a lock before the retry loop backs off.
+    """
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._pid = os.getpid()
+        self._inherited: list[Connection] = []
+        refuse_network_filesystem(self.path if self.path.exists() else self.path.parent)
+        self._create_file()
+        self.run(self._init_schema, write=True)
+
+    def run(self, fn: Callable[[Connection], T], *, write: bool = False) -> T:
+        """Run ``fn`` in one transaction, retrying with backoff while the database is busy.
+
+        Writes take the write lock up front (``BEGIN IMMEDIATE``), so a read-then-write
+        inside ``fn`` is atomic across processes. Any other SQLite error becomes a
+        StoreError naming the file.
+        """
+        delay, deadline = _FIRST_BACKOFF_S, time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                return self._attempt(fn, write)
+            except sqlite3.Error as exc:
+                if not is_busy(exc):
+                    raise StoreError(f"{self.path}: {exc}") from exc
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"{self.path}: the workspace database stayed busy for {LOCK_WAIT_S:.0f} s"
+                    ) from exc
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, _MAX_BACKOFF_S)
+
+    def close(self) -> None:
+        """Close this process's connection; the next ``run`` reconnects."""
+        if self._pid != os.getpid():
+            return
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _attempt(self, fn: Callable[[Connection], T], write: bool) -> T:
+        with self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        if self._pid != os.getpid():
+            # A forked child: the parent's connection (and lock state) must be neither used
+            # nor closed here; keep it referenced so it is never finalized in this process.
+            if self._conn is not None:
+                self._inherited.append(self._conn)
+            self._conn, self._lock, self._pid = None, threading.Lock(), os.getpid()
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._connect()
+            yield self._conn
+
+    def _connect(self) -> Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _create_file(self) -> None:
+        if self.path.exists():
+            return
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create the workspace database: {exc}") from exc
+        os.close(fd)
+        os.chmod(self.path, 0o600)  # SQLite gives the -wal and -shm files the same mode
+
+    def _init_schema(self, conn: Connection) -> None:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" in tables:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            found = row[0] if row else "none"
+            if found != str(SCHEMA_VERSION):
+                raise StoreError(
+                    f"{self.path}: workspace schema version {found}, "
+                    f"this tuneplay expects {SCHEMA_VERSION}"
+                )
+            return
+        if tables:
+            raise StoreError(f"{self.path}: not a tuneplay workspace database")
+        for statement in SCHEMA:
+            conn.execute(statement)
+        conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        conn.execute("INSERT INTO meta VALUES ('created_at', ?)", (repr(time.time()),))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "busy_timeout": self.busy_timeout}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], busy_timeout=state["busy_timeout"])  # type: ignore[misc]

@@ -1,0 +1,45 @@
+"""What the engine knows about a workload without importing it (no torch here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class HParamInfo:
+    """One hyperparameter a workload accepts, with its default and what values make sense."""
+
+    name: str
+    default: Any
+    kind: str = "float"  # "float" | "int" | "choice" | "bool"
+    choices: tuple[Any, ...] | None = None
+    help: str = ""
+    low: float | None = None  # hard bounds a value must respect (e.g. dropout in [0, 1))
+    high: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkloadInfo:
+    """A resolved workload reference.
+
+    ``hyperparameters`` is None when the workload accepts any name (a command workload or a
+    Python entry point that declares nothing).
+    """
+
+    ref: str  # as written in the study file, e.g. "builtin:digits-mlp"
+    kind: str  # "builtin" | "python" | "command"
+    entry: str = ""  # "package.module:function" for builtin and python workloads
+    command: tuple[str, ...] = ()
+    hyperparameters: Mapping[str, HParamInfo] | None = None
+    metrics: tuple[str, ...] = ()
+    chance: Mapping[str, float] = field(default_factory=dict)  # metric -> value at chance
+    description: str = ""
+    shape_keys: tuple[str, ...] = ()  # hyperparameters that change tensor shapes (fusion)
+    default_metric: str = "val_error"
+    default_mode: str = "min"
+
+    def defaults(self) -> dict[str, Any]:
+        if not self.hyperparameters:
+            return {}
+        return {name: info.default for name, info in self.hyperparameters.items()}

@@ -1,0 +1,140 @@
+"""Resolve a workload reference to a :class:`WorkloadInfo`, loudly, without importing torch.
+
+Three forms:
+- ``builtin:NAME`` — ships with tuneplay (``engine.workloads.builtin.BUILTINS``).
+- ``package.module:function`` — a Python entry point. Found with ``importlib.util.find_spec``
+  and read with ``ast`` (never executed here), so validation stays fast and side-effect free.
+  A module-level ``HYPERPARAMETERS`` literal (dict of name -> default, or list of names)
+  declares what the function accepts; without one it accepts any name.
+- a command argv (tuple) — any executable; hyperparameters arrive as ``--name=value``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.workloads.base import HParamInfo, WorkloadInfo
+
+_ENTRY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
+
+
+class WorkloadError(ValueError):
+    """A workload reference that does not resolve; the message says why in one line."""
+
+
+def resolve_workload(workload: str | tuple[str, ...], base_dir: str | None = None) -> WorkloadInfo:
+    """Resolve ``workload`` (as written in a study file) or raise :class:`WorkloadError`."""
+    if isinstance(workload, tuple):
+        return _resolve_command(workload, base_dir)
+    if workload.startswith("builtin:"):
+        return _resolve_builtin(workload)
+    if _ENTRY_RE.match(workload):
+        return _resolve_python(workload, base_dir)
+    raise WorkloadError(
+        f"cannot resolve {workload!r}: expected 'builtin:NAME', 'package.module:function' "
+        "or { command = [...] }"
+    )
+
+
+def builtin_names() -> list[str]:
+    from engine.workloads.builtin import BUILTINS
+
+    return sorted(BUILTINS)
+
+
+def _resolve_builtin(ref: str) -> WorkloadInfo:
+    from engine.workloads.builtin import BUILTINS
+
+    name = ref.split(":", 1)[1]
+    if name not in BUILTINS:
+        raise WorkloadError(f"unknown built-in workload {name!r} (built-ins: {', '.join(sorted(BUILTINS))})")
+    return BUILTINS[name]
+
+
+def _with_path(base_dir: str | None) -> list[str]:
+    extra = [os.getcwd()] + ([base_dir] if base_dir else [])
+    return [p for p in extra if p not in sys.path]
+
+
+def _resolve_python(ref: str, base_dir: str | None) -> WorkloadInfo:
+    module, func = ref.split(":")
+    added = _with_path(base_dir)
+    sys.path[:0] = added
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        raise WorkloadError(f"cannot find module {module!r}: {exc}") from None
+    finally:
+        for p in added:
+            sys.path.remove(p)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise WorkloadError(f"cannot find Python module {module!r} (from the current folder or the study's)")
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+        raise WorkloadError(f"cannot read {spec.origin}: {exc}") from None
+    names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    if func not in names:
+        raise WorkloadError(f"module {module!r} ({spec.origin}) defines no function {func!r}")
+    return WorkloadInfo(
+        ref=ref, kind="python", entry=ref, hyperparameters=_declared_hps(tree, spec.origin),
+        description=f"Python entry point {ref}",
+    )
+
+
+def _declared_hps(tree: ast.Module, origin: str) -> dict[str, HParamInfo] | None:
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "HYPERPARAMETERS" for t in node.targets
+        ):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                raise WorkloadError(f"{origin}: HYPERPARAMETERS must be a literal dict or list") from None
+            if isinstance(value, dict):
+                return {str(k): HParamInfo(str(k), v, _kind(v)) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return {str(k): HParamInfo(str(k), None, "any") for k in value}
+            raise WorkloadError(f"{origin}: HYPERPARAMETERS must be a dict or a list of names")
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    return "any"
+
+
+def _resolve_command(argv: tuple[str, ...], base_dir: str | None) -> WorkloadInfo:
+    exe = argv[0]
+    found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
+    if found is None and base_dir and os.sep in exe:
+        candidate = os.path.join(base_dir, exe)
+        found = candidate if os.access(candidate, os.X_OK) else None
+    if found is None:
+        raise WorkloadError(f"command {exe!r} is not an executable on PATH")
+    return WorkloadInfo(
+        ref="command:" + " ".join(argv), kind="command", command=argv,
+        description="command " + " ".join(argv),
+    )
+
+
+def load_train_function(info: WorkloadInfo) -> Callable[..., Any]:
+    """Import the training function of a builtin or Python workload (this may import torch)."""
+    module, func = info.entry.split(":")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return getattr(importlib.import_module(module), func)

@@ -1,0 +1,1 @@
+"""The tuneplay terminal app (Textual). Importing this package imports no Textual."""

@@ -1,0 +1,36 @@
+"""The ``tuneplay`` console script.
+
+``tuneplay`` alone (or ``tuneplay FILE.toml``) opens the app; every other command is the
+headless CLI in :mod:`engine.cli`, except the text report, which draws with plotext here
+because the engine never imports a drawing library.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    from engine.cli import main as cli_main
+
+    if _wants_app(args):
+        from tuneplay_tui.app import run_app
+
+        return run_app(args)
+    return cli_main(args)
+
+
+def _wants_app(args: list[str]) -> bool:
+    """No command, or only a study file (and --workspace): open the app."""
+    rest = list(args)
+    if "--workspace" in rest:
+        i = rest.index("--workspace")
+        del rest[i : i + 2]
+    rest = [a for a in rest if not a.startswith("--workspace=")]
+    return not rest or (len(rest) == 1 and rest[0].endswith(".toml"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
