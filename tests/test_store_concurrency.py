@@ -5,6 +5,7 @@ Each child process opens its own ``SQLiteStorage`` on the same file, as engine w
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import queue
 import time
@@ -29,7 +30,8 @@ def _metric_worker(db: str, index: int, trial_id: int, start: Any, results: Any)
     """Write ROWS_PER_PROC metric rows for ``trial_id`` in batches, with claims and heartbeats."""
     try:
         store = SQLiteStorage(db)
-        start.wait(30)
+        start.wait(60)
+        began = time.time()
         claimed: list[int] = []
         rows = [
             MetricRow(trial_id, step, name, 1.0 / (step + 1))
@@ -42,8 +44,8 @@ def _metric_worker(db: str, index: int, trial_id: int, start: Any, results: Any)
                 store.heartbeat(claimed, steps_done={t: n for t in claimed})
         for tid in claimed[:1]:
             store.finish_trial(tid, TrialProgress(TrialState.COMPLETED, steps_done=100))
-        _report(results, index, "ok", claimed)
-    except BaseException:
+        _report(results, index, "ok", (claimed, (began, time.time())))
+    except Exception:  # noqa: BLE001 - any failure is reported to the parent
         _report(results, index, "error", traceback.format_exc())
         raise SystemExit(1)
 
@@ -52,12 +54,12 @@ def _claim_worker(db: str, index: int, start: Any, results: Any) -> None:
     """Claim from the queue until it is empty; report every trial id handed over."""
     try:
         store = SQLiteStorage(db)
-        start.wait(30)
+        start.wait(60)
         claimed: list[int] = []
         while batch := store.claim_trials(f"w{index}", f"slot{index}", limit=1 + index % 3):
             claimed += [t.id for t in batch]
         _report(results, index, "ok", claimed)
-    except BaseException:
+    except Exception:  # noqa: BLE001 - any failure is reported to the parent
         _report(results, index, "error", traceback.format_exc())
         raise SystemExit(1)
 
@@ -99,7 +101,7 @@ def _assert_clean(procs: list[Any], reports: dict[int, tuple[str, Any]]) -> None
 
 def test_eight_writers_and_a_polling_reader(tmp_path: Path) -> None:
     db, owners, queued = _setup(tmp_path, N_PROCS, 3 * N_PROCS)
-    start, results = _CTX.Event(), _CTX.Queue()
+    start, results = _CTX.Barrier(N_PROCS + 1), _CTX.Queue()  # everyone starts at once
     procs = [
         _CTX.Process(target=_metric_worker, args=(db, i, owners[i], start, results))
         for i in range(N_PROCS)
@@ -107,7 +109,7 @@ def test_eight_writers_and_a_polling_reader(tmp_path: Path) -> None:
     for p in procs:
         p.start()
     reader = SQLiteStorage(db)
-    start.set()
+    start.wait(60)
     polls, seen = 0, 0
     while any(p.is_alive() for p in procs) or polls == 0:
         seen = max(seen, len(reader.read_metrics()))  # must never raise while writers run
@@ -119,19 +121,22 @@ def test_eight_writers_and_a_polling_reader(tmp_path: Path) -> None:
     per_trial = reader.read_metrics_columns()["trial_id"]
     assert sorted(set(per_trial)) == owners
     assert all(per_trial.count(t) == ROWS_PER_PROC for t in owners)
-    claimed = [tid for _, ids in reports.values() for tid in ids]
+    claimed = [tid for _, (ids, _) in reports.values() for tid in ids]
     assert len(claimed) == len(set(claimed)) and set(claimed) <= set(queued)
     assert polls > 0 and seen <= N_PROCS * ROWS_PER_PROC
+    windows = sorted(window for _, (_, window) in reports.values())
+    assert any(a[1] > b[0] for a, b in itertools.pairwise(windows)), "writers never overlapped"
 
 
 def test_eight_claimers_split_the_queue_exactly(tmp_path: Path) -> None:
     db, _, queued = _setup(tmp_path, 0, 40)
-    start, results = _CTX.Event(), _CTX.Queue()
-    procs = [_CTX.Process(target=_claim_worker, args=(db, i, start, results)) for i in range(N_PROCS)]
+    start, results = _CTX.Barrier(N_PROCS + 1), _CTX.Queue()
+    procs = [
+        _CTX.Process(target=_claim_worker, args=(db, i, start, results)) for i in range(N_PROCS)
+    ]
     for p in procs:
         p.start()
-    time.sleep(0.2)  # let the children import and open the store so they race for real
-    start.set()
+    start.wait(60)  # released together, the children race for real
     reports = _collect(procs, results, time.monotonic() + 60)
     _assert_clean(procs, reports)
     claimed = [tid for _, ids in reports.values() for tid in ids]

@@ -8,18 +8,30 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from engine.store import (
-    SCHEMA_VERSION, Checkpoint, MemoryStorage, MetricRow, NewTrial, SQLiteStorage, Storage,
-    StoreError, TrialProgress, TrialState, open_store, workspace_path,
+    SCHEMA_VERSION,
+    Checkpoint,
+    MemoryStorage,
+    MetricRow,
+    NewTrial,
+    SQLiteStorage,
+    Storage,
+    StoreError,
+    TrialProgress,
+    TrialState,
+    open_store,
+    workspace_path,
 )
 from engine.store.sqlite_db import filesystem_type, refuse_network_filesystem
 
@@ -140,6 +152,23 @@ class TestStorageContract:
         trial.params["lr"] = 5.0  # type: ignore[index]
         assert store.get_trial(trial.id).params == {"lr": 0.1}
 
+    def test_sampler_values_are_stored_as_plain_numbers(self, store: Storage) -> None:
+        np = pytest.importorskip("numpy")
+        sid = _study(store)
+        params = {"lr": np.float64(0.01), "layers": np.int64(3), "bn": np.bool_(True)}
+        trial = store.add_trials(sid, [NewTrial(params, seed=np.int64(4))])[0]
+        back = store.get_trial(trial.id)
+        assert back.params == {"lr": 0.01, "layers": 3, "bn": True} and back.seed == 4
+        assert type(back.params["layers"]) is int
+        store.claim_trials("w", "cpu")
+        store.heartbeat(np.array([trial.id]), steps_done={np.int64(trial.id): np.int64(9)})
+        assert store.set_state(np.array([trial.id]), TrialState.CANCELLED,
+                               only_from=[TrialState.RUNNING]) == 1
+        assert store.get_trial(trial.id).steps_done == 9
+        with pytest.raises(StoreError, match="trial params"):
+            store.add_trials(sid, [NewTrial({"x": 1}, 0), NewTrial({"f": object()}, 0)])
+        assert len(store.list_trials(sid)) == 1  # nothing half-stored
+
     def test_claim_oldest_first_with_limit_and_study_filter(self, store: Storage) -> None:
         a, b = _study(store, "a"), _study(store, "b")
         ids_a, ids_b = _enqueue(store, a, 3), _enqueue(store, b, 2)
@@ -246,6 +275,8 @@ class TestStorageContract:
             (t1, 0, "val_error", 1.0), (t1, 1, "loss", 2.0), (t1, 1, "val_error", 0.9),
             (t1, 2, "val_error", 1.0 / 3), (t2, 0, "val_error", 0.7),
         ]
+        assert rows[0] == MetricRow(t1, 0, "val_error", 1.0)
+        assert hash(rows[0]) == hash(MetricRow(t1, 0, "val_error", 1.0))
 
     def test_metric_filters(self, store: Storage) -> None:
         sid, other = _study(store, "a"), _study(store, "b")
@@ -260,7 +291,7 @@ class TestStorageContract:
         assert store.read_metrics(trial_ids=[]) == []
         only = store.read_metrics(trial_ids=[t2], names=["loss"], since_step=2)
         assert [(r.step, r.name) for r in only] == [(2, "loss"), (3, "loss")]
-        cols = store.read_metrics_columns(study_id=sid, names=["val_error"])  # type: ignore[attr-defined]
+        cols = store.read_metrics_columns(study_id=sid, names=["val_error"])
         rows = store.read_metrics(study_id=sid, names=["val_error"])
         assert cols == {
             "trial_id": [r.trial_id for r in rows], "step": [r.step for r in rows],
@@ -275,7 +306,7 @@ class TestStorageContract:
         assert math.isnan(back[0]) and back[1:3] == [math.inf, -math.inf]
         assert back[3:] == [0.0, 1e308, 5e-324, 3.0]
         assert all(isinstance(v, float) for v in back)
-        col = store.read_metrics_columns()["value"]  # type: ignore[attr-defined]
+        col = store.read_metrics_columns()["value"]
         assert math.isnan(col[0]) and col[1:] == back[1:]
 
     def test_metrics_for_missing_trial_are_refused(self, store: Storage) -> None:
@@ -420,7 +451,7 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
             for s in range(50):
                 store.write_metrics([MetricRow(tid, s, "loss", float(s))])
                 store.list_trials()
-        except BaseException as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
     threads = [threading.Thread(target=write, args=(t,)) for t in ids]
     for t in threads:
@@ -428,3 +459,10 @@ def test_threads_share_one_store(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert errors == [] and len(store.read_metrics()) == 200
+
+
+def test_store_pickles_for_spawned_workers(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "ws")
+    sid = _study(store)
+    copy = pickle.loads(pickle.dumps(store))  # reconnects on its own
+    assert copy.path == store.path and copy.get_study(sid).name == "wd"

@@ -8,8 +8,9 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,13 @@ TINY: dict[str, dict[str, Any]] = {
 class FakeTrial:
     """The engine's trial context, in memory: reports, checkpoints, a stop flag."""
 
-    def __init__(self, max_train_steps: int = 10, eval_every: int = 5, seed: int = 0,
-                 stop_after_checkpoint: int | None = None):
+    def __init__(
+        self,
+        max_train_steps: int = 10,
+        eval_every: int = 5,
+        seed: int = 0,
+        stop_after_checkpoint: int | None = None,
+    ):
         self.max_train_steps, self.eval_every, self.seed = max_train_steps, eval_every, seed
         self.device = "cpu"
         self.reports: list[tuple[int, dict[str, float]]] = []
@@ -43,8 +49,10 @@ class FakeTrial:
             self.stop = True
 
     def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
-        self.checkpoints[step] = {"model": copy.deepcopy(model.state_dict()),
-                                  "optimizer": copy.deepcopy(optimizer.state_dict())}
+        self.checkpoints[step] = {
+            "model": copy.deepcopy(model.state_dict()),
+            "optimizer": copy.deepcopy(optimizer.state_dict()),
+        }
         if step == self.stop_after_checkpoint:
             self.stop = True
 
@@ -99,8 +107,9 @@ def run(name: str, trial: FakeTrial, **overrides: Any) -> FakeTrial:
 def test_importing_builtin_metadata_does_not_import_torch() -> None:
     code = "import sys, engine.workloads.builtin; print('torch' in sys.modules)"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+    ).stdout
     assert out.strip() == "False"
 
 
@@ -151,8 +160,15 @@ def test_reports_metrics_and_checkpoints_at_eval_points(name: str) -> None:
 
 
 def test_digits_mlp_with_adam_learns() -> None:
-    trial = run("digits-mlp", FakeTrial(max_train_steps=300, eval_every=50),
-                width=128, depth=2, batch_size=64, optimizer="adam", learning_rate=1e-3)
+    trial = run(
+        "digits-mlp",
+        FakeTrial(max_train_steps=300, eval_every=50),
+        width=128,
+        depth=2,
+        batch_size=64,
+        optimizer="adam",
+        learning_rate=1e-3,
+    )
     first, last = trial.reports[0][1], trial.reports[-1][1]
     assert trial.steps()[-1] == 299
     assert last["val_error"] < 0.15 < first["val_error"]
@@ -160,28 +176,41 @@ def test_digits_mlp_with_adam_learns() -> None:
 
 
 def test_huge_learning_rate_reports_non_finite_loss_and_stops_early() -> None:
-    trial = run("digits-mlp", FakeTrial(max_train_steps=200, eval_every=50),
-                optimizer="sgd", learning_rate=1e6)
+    trial = run(
+        "digits-mlp",
+        FakeTrial(max_train_steps=200, eval_every=50),
+        optimizer="sgd",
+        learning_rate=1e6,
+    )
     step, metrics = trial.reports[-1]
     assert not math.isfinite(metrics["train_loss"])
     assert step < 199 and step not in trial.checkpoints
 
 
 def test_stop_request_ends_the_run_after_the_current_step() -> None:
-    trial = run("digits-mlp", FakeTrial(max_train_steps=100, eval_every=10,
-                                        stop_after_checkpoint=20))
+    trial = run(
+        "digits-mlp", FakeTrial(max_train_steps=100, eval_every=10, stop_after_checkpoint=20)
+    )
     assert trial.steps() == [0, 10, 20]
 
 
-@pytest.mark.parametrize("name,steps,every,stop_at", [
-    ("digits-mlp", 150, 25, 100),  # 21 steps per epoch: the resume crosses epochs
-    ("digits-cnn", 30, 10, 10),
-    ("tiny-lm", 12, 4, 4),
-])
+@pytest.mark.parametrize(
+    "name,steps,every,stop_at",
+    [
+        ("digits-mlp", 150, 25, 100),  # 21 steps per epoch: the resume crosses epochs
+        ("digits-cnn", 30, 10, 10),
+        ("tiny-lm", 12, 4, 4),
+    ],
+)
 def test_resume_continues_exactly_like_an_uninterrupted_run(
-        name: str, steps: int, every: int, stop_at: int) -> None:
-    hp = {"dropout": 0.2, "optimizer": "adam", "schedule": "linear_warmup_cosine",
-          "warmup_fraction": 0.1}
+    name: str, steps: int, every: int, stop_at: int
+) -> None:
+    hp = {
+        "dropout": 0.2,
+        "optimizer": "adam",
+        "schedule": "linear_warmup_cosine",
+        "warmup_fraction": 0.1,
+    }
     whole = run(name, FakeTrial(steps, every, seed=3), **hp)
     resumed = run(name, FakeTrial(steps, every, seed=3, stop_after_checkpoint=stop_at), **hp)
     assert resumed.steps()[-1] == stop_at
@@ -203,16 +232,23 @@ def test_same_seed_reproduces_and_a_new_seed_differs() -> None:
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_every_optimizer_trains(optimizer: str) -> None:
     lr = 0.1 if optimizer in ("sgd", "momentum", "nesterov") else 3e-3
-    trial = run("digits-mlp", FakeTrial(60, 59), optimizer=optimizer, learning_rate=lr,
-                weight_decay=1e-4, grad_clip=1.0)
+    trial = run(
+        "digits-mlp",
+        FakeTrial(60, 59),
+        optimizer=optimizer,
+        learning_rate=lr,
+        weight_decay=1e-4,
+        grad_clip=1.0,
+    )
     (_, first), (_, last) = trial.reports
     assert last["val_loss"] < first["val_loss"]
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_every_schedule_trains(schedule: str) -> None:
-    trial = run("digits-mlp", FakeTrial(60, 59), schedule=schedule, label_smoothing=0.1,
-                activation="tanh")
+    trial = run(
+        "digits-mlp", FakeTrial(60, 59), schedule=schedule, label_smoothing=0.1, activation="tanh"
+    )
     (_, first), (_, last) = trial.reports
     assert last["val_loss"] < first["val_loss"]
 
@@ -225,21 +261,24 @@ def test_every_activation_runs_in_the_cnn_and_the_lm(activation: str) -> None:
 
 
 def test_untied_lm_head_runs() -> None:
-    trial = run("tiny-lm", FakeTrial(3, 2), tie_embeddings=False, optimizer="momentum",
-                learning_rate=0.05)
+    trial = run(
+        "tiny-lm", FakeTrial(3, 2), tie_embeddings=False, optimizer="momentum", learning_rate=0.05
+    )
     assert trial.steps() == [0, 2]
 
 
-@pytest.mark.parametrize("name,overrides,key", [
-    ("digits-mlp", {"optimizer": "rmsprop"}, "optimizer"),
-    ("digits-mlp", {"schedule": "step"}, "schedule"),
-    ("digits-mlp", {"dropout": 1.0}, "dropout"),
-    ("digits-mlp", {"batch_size": 5000}, "batch_size"),
-    ("digits-cnn", {"activation": "elu"}, "activation"),
-    ("tiny-lm", {"n_heads": 3}, "n_heads"),
-])
-def test_bad_values_name_the_hyperparameter(name: str, overrides: dict[str, Any],
-                                            key: str) -> None:
+@pytest.mark.parametrize(
+    "name,overrides,key",
+    [
+        ("digits-mlp", {"optimizer": "rmsprop"}, "optimizer"),
+        ("digits-mlp", {"schedule": "step"}, "schedule"),
+        ("digits-mlp", {"dropout": 1.0}, "dropout"),
+        ("digits-mlp", {"batch_size": 5000}, "batch_size"),
+        ("digits-cnn", {"activation": "elu"}, "activation"),
+        ("tiny-lm", {"n_heads": 3}, "n_heads"),
+    ],
+)
+def test_bad_values_name_the_hyperparameter(name: str, overrides: dict[str, Any], key: str) -> None:
     with pytest.raises(ValueError, match=key):
         run(name, FakeTrial(2, 1), **overrides)
 

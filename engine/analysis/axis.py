@@ -15,7 +15,12 @@ import numpy as np
 import pandas as pd
 
 from engine.analysis.frames import (
-    feasible_mask, hp_column, infeasible_mask, param_scale, ranked_results, top_k_count,
+    feasible_mask,
+    hp_column,
+    infeasible_mask,
+    param_scale,
+    ranked_results,
+    top_k_count,
 )
 from engine.space import ChoiceParam
 from engine.spec import StudySpec
@@ -70,7 +75,7 @@ def axis_plot(
     if param is None:
         raise ValueError(f"{name!r} is not a searched hyperparameter of study {spec.name!r}")
     col = hp_column(name)
-    values = trials[col] if col in trials else pd.Series([math.nan] * len(trials), index=trials.index)
+    values = trials.get(col, pd.Series([math.nan] * len(trials), index=trials.index))
     feasible = feasible_mask(trials).to_numpy()
     infeasible = infeasible_mask(trials).to_numpy()
     ranked = ranked_results(trials, spec.mode)
@@ -92,7 +97,9 @@ def axis_plot(
     )
 
 
-def axis_plots(trials: pd.DataFrame, spec: StudySpec, top_k: int | None = None) -> tuple[AxisPlot, ...]:
+def axis_plots(
+    trials: pd.DataFrame, spec: StudySpec, top_k: int | None = None
+) -> tuple[AxisPlot, ...]:
     """One axis plot per searched hyperparameter (scientific first, then nuisance)."""
     return tuple(axis_plot(trials, spec, p.name, top_k) for p in spec.searched)
 

@@ -130,14 +130,17 @@ def _finding(
     if k and (best <= EDGE_BAND or best >= 1.0 - EDGE_BAND):
         edge = "upper" if best >= 1.0 - EDGE_BAND else "lower"
         lo, hi = expand_range(param, (edge,))
+        grow = (f"it could grow to {_describe(param, lo, hi)}"
+                if (lo, hi) != (param.low, param.high) else "it is at a natural bound there")
         message = (f"{name}: the single best trial sits at the {edge} edge of {rng} but most "
-                   f"of the top {k} do not; watch that edge (it could grow to "
-                   f"{_describe(param, lo, hi)}).")
+                   f"of the top {k} do not; watch that edge ({grow}).")
         ev = dict(evidence, edge_of_best=edge, proposed_low=lo, proposed_high=hi)
         return Finding(BOUNDARY, "info", message, name, trial_ids[:1], ev)
     positions = [p for p in evidence["top_positions"] if p is not None] or [0.5]
-    message = (f"{name}: the best trials sit well inside {rng} (top {k} between "
-               f"{min(positions):.0%} and {max(positions):.0%} of the range); no need to expand it.")
+    lo_pos, hi_pos = min(positions), max(positions)
+    where = ("are spread across" if hi_pos - lo_pos > 0.8 else "sit well inside")
+    message = (f"{name}: the best trials {where} {rng} (top {k} between {lo_pos:.0%} and "
+               f"{hi_pos:.0%} of the range) and no edge holds most of them; no need to expand it.")
     return Finding(WELL_INSIDE, "ok", message, name, trial_ids, evidence)
 
 

@@ -9,8 +9,9 @@ that back it (``evidence``, always JSON-able).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
+        return _plain_list(value) or [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return [jsonable(v) for v in value.tolist()]
     if isinstance(value, (bool, np.bool_)):
@@ -94,6 +95,18 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _plain_list(values: list | tuple) -> list | None:
+    """Fast path for long homogeneous lists of Python floats/ints/strs (plot data)."""
+    if not values or type(values[0]) not in (float, int, str):
+        return None
+    kind = type(values[0])
+    if not all(type(v) is kind for v in values):
+        return None
+    if kind is float and not np.isfinite(np.fromiter(values, float, len(values))).all():
+        return [v if math.isfinite(v) else None for v in values]
+    return list(values)
+
+
 def num(value: Any, digits: int = 6) -> float | None:
     """A rounded Python float for evidence (None for NaN/inf/None)."""
     if value is None:
@@ -102,3 +115,11 @@ def num(value: Any, digits: int = 6) -> float | None:
     if not math.isfinite(v):
         return None
     return float(f"{v:.{digits}g}")
+
+
+def opt_float(value: Any) -> float | None:
+    """A Python float, or None for None/NaN/inf (for plot data, unrounded)."""
+    if value is None:
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None

@@ -11,7 +11,8 @@ in its hyperparameter's range.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -131,11 +132,13 @@ def top_k_count(n_feasible: int) -> int:
 
 def ranked_results(trials: pd.DataFrame, mode: str, *, search_only: bool = True) -> pd.DataFrame:
     """Feasible trials sorted best first, with a ``score`` column (lower is better)."""
-    frame = search_trials(trials) if search_only else trials
-    frame = frame[feasible_mask(frame)]
-    score = direction(mode) * frame["best_value"].to_numpy(float)
-    frame = frame.assign(score=score)
-    return frame.sort_values(["score", "trial_id"], kind="stable")
+    mask = feasible_mask(trials).to_numpy().copy()
+    if search_only:
+        mask &= (trials["kind"] != RERUN_KIND).to_numpy()
+    rows = np.flatnonzero(mask)
+    score = direction(mode) * trials["best_value"].to_numpy(float)[rows]
+    order = np.lexsort((trials["trial_id"].to_numpy()[rows], score))  # ties: lower id first
+    return trials.iloc[rows[order]].assign(score=score[order])
 
 
 def unit_positions(param: Param, values: Any) -> np.ndarray:

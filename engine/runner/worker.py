@@ -15,7 +15,6 @@ import argparse
 import ctypes
 import json
 import logging
-import math
 import os
 import signal
 import sys
@@ -39,11 +38,15 @@ log = logging.getLogger("tuneplay.worker")
 class Worker:
     """Claims and runs trials until told to stop."""
 
-    def __init__(self, store: Storage, workspace: Path, name: str, device: str, group_size: int = 1) -> None:
+    def __init__(
+        self, store: Storage, workspace: Path, name: str, device: str, label: str = "",
+        group_size: int = 1,
+    ) -> None:
         self.store = store
         self.workspace = workspace
         self.name = name
         self.device = device
+        self.label = label or device
         self.group_size = group_size
         self.stopping = False
         self.current: list[TrialContext] = []
@@ -66,7 +69,7 @@ class Worker:
     def claim(self) -> list[Trial]:
         if not self.store.has_queued():
             return []
-        return self.store.claim_trials(self.name, self.device, limit=self.group_size)
+        return self.store.claim_trials(self.name, self.label, limit=self.group_size)
 
     def stop(self, *_: Any) -> None:
         """Finish the current step, checkpoint, leave running trials PAUSED, then exit."""
@@ -205,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--label", default="", help="device name shown to users (gpu0, cpu)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--group-size", type=int, default=1)
     parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
@@ -212,7 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _die_with_parent()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
     configure_threads(args.threads)
-    worker = Worker(open_store(args.workspace), Path(args.workspace), args.name, args.device, args.group_size)
+    worker = Worker(
+        open_store(args.workspace), Path(args.workspace), args.name, args.device, args.label,
+        args.group_size,
+    )
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the viewer, not training
     print(json.dumps({"ready": args.name, "pid": os.getpid()}), flush=True)

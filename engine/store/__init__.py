@@ -9,8 +9,20 @@ import os
 from pathlib import Path
 
 from engine.store.base import (
-    FINISHED_STATES, SCHEMA_VERSION, Baseline, Checkpoint, Decision, Experiment, MetricRow,
-    NewTrial, Storage, StoreError, Study, Trial, TrialProgress, TrialState,
+    FINISHED_STATES,
+    SCHEMA_VERSION,
+    Baseline,
+    Checkpoint,
+    Decision,
+    Experiment,
+    MetricRow,
+    NewTrial,
+    Storage,
+    StoreError,
+    Study,
+    Trial,
+    TrialProgress,
+    TrialState,
 )
 from engine.store.memory import MemoryStorage
 from engine.store.sqlite import SQLiteStorage
@@ -29,7 +41,7 @@ __all__ = [
 
 
 def workspace_path(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The workspace folder: ``--workspace DIR``, else ``$TUNEPLAY_WORKSPACE``, else ``./.tuneplay``.
+    """The workspace folder: ``--workspace DIR``, else ``$TUNEPLAY_WORKSPACE``, else ``.tuneplay``.
 
     The result is absolute, so a daemon that changes directory keeps the same workspace.
     """

@@ -202,7 +202,15 @@ class Storage(Protocol):
         A trial is handed to exactly one caller; ``attempt`` goes up by one.
         """
         ...
-    def heartbeat(self, trial_ids: Sequence[int], steps_done: Mapping[int, int] | None = None) -> None: ...
+    def heartbeat(self, trial_ids: Sequence[int], steps_done: Mapping[int, Any] | None = None) -> dict[int, TrialState]:
+        """Mark RUNNING trials alive; ``steps_done`` maps id -> steps or (steps, best_step, best_value).
+
+        Returns the current state of each given trial (a worker learns of a cancel this way).
+        """
+        ...
+    def has_queued(self) -> bool:
+        """Whether any trial is QUEUED (cheap; workers poll it while idle)."""
+        ...
     def finish_trial(self, trial_id: int, progress: TrialProgress) -> Trial:
         """Record the end of an attempt (any state but QUEUED/RUNNING)."""
         ...
@@ -220,7 +228,16 @@ class Storage(Protocol):
     def read_metrics(
         self, trial_ids: Sequence[int] | None = None, study_id: int | None = None,
         names: Sequence[str] | None = None, since_step: int | None = None,
-    ) -> list[MetricRow]: ...
+    ) -> list[MetricRow]:
+        """Rows ordered by (trial_id, step, name); ``since_step`` keeps steps >= it."""
+        ...
+    def read_metrics_columns(
+        self, trial_ids: Sequence[int] | None = None, study_id: int | None = None,
+        names: Sequence[str] | None = None, since_step: int | None = None,
+    ) -> dict[str, list[Any]]:
+        """As :meth:`read_metrics`, but columns ``trial_id, step, name, value`` (for DataFrames;
+        much lighter than millions of MetricRow objects)."""
+        ...
     def record_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Upsert the trial's checkpoint of this kind."""
         ...

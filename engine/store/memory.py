@@ -3,18 +3,42 @@
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from engine.store.base import (
-    SCHEMA_VERSION, Baseline, Checkpoint, Decision, Experiment, MetricRow, NewTrial, Study, StoreError, Trial,
-    TrialProgress, TrialState,
+    SCHEMA_VERSION,
+    Baseline,
+    Checkpoint,
+    Decision,
+    Experiment,
+    MetricRow,
+    NewTrial,
+    StoreError,
+    Study,
+    Trial,
+    TrialProgress,
+    TrialState,
 )
-from engine.store.sqlite import MODES, VERDICTS, check_meta_key, trial_max_train_steps
+from engine.store.rules import (
+    check_meta_key,
+    check_mode,
+    check_verdict,
+    progress_entry,
+    to_json,
+    trial_max_train_steps,
+)
 
 R = TypeVar("R")
+
+
+def _stored(value: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """What the SQLite store would give back for ``value`` (JSON round trip)."""
+    return json.loads(to_json(value, what))
 
 
 def _frozen_copy(record: R) -> R:
@@ -81,8 +105,7 @@ class MemoryStorage:
         max_train_steps: int, note: str = "",
     ) -> Baseline:
         """Launch the experiment's next baseline version (v1 first)."""
-        if mode not in MODES:
-            raise StoreError(f"baseline mode {mode!r}: expected one of {MODES}")
+        check_mode(mode)
         def write() -> Baseline:
             self._get(self._experiments, "experiment", experiment_id)
             version = 1 + max(
@@ -90,8 +113,9 @@ class MemoryStorage:
                 default=0,
             )
             baseline = Baseline(
-                self._new_id("baselines"), experiment_id, version, copy.deepcopy(dict(config)),
-                metric, mode, int(max_train_steps), note, time.time(),
+                self._new_id("baselines"), experiment_id, version,
+                _stored(config, "baseline config"), metric, mode, int(max_train_steps), note,
+                time.time(),
             )
             self._baselines[baseline.id] = baseline
             return baseline
@@ -116,7 +140,7 @@ class MemoryStorage:
             if any(s.name == name for s in self._studies.values()):
                 raise StoreError(f"memory: a study named {name!r} already exists")
             study = Study(
-                self._new_id("studies"), experiment_id, name, copy.deepcopy(dict(spec)),
+                self._new_id("studies"), experiment_id, name, _stored(spec, "study spec"),
                 int(seed), 0, time.time(), source_path,
             )
             self._studies[study.id] = study
@@ -144,7 +168,7 @@ class MemoryStorage:
         """Replace the study's stored spec."""
         def write() -> Study:
             study = self._get(self._studies, "study", study_id)
-            self._studies[study_id] = replace(study, spec=copy.deepcopy(dict(spec)))
+            self._studies[study_id] = replace(study, spec=_stored(spec, "study spec"))
             return self._studies[study_id]
         return self._locked(write)
 
@@ -165,14 +189,16 @@ class MemoryStorage:
         def write() -> list[Trial]:
             study = self._get(self._studies, "study", study_id)
             number = sum(1 for t in self._trials.values() if t.study_id == study_id)
-            steps = [trial_max_train_steps(study, new) for new in trials]  # validate first
+            # validate everything before storing anything, as the SQLite transaction does
+            steps = [trial_max_train_steps(study, new) for new in trials]
+            params = [_stored(new.params, "trial params") for new in trials]
             added, now = [], time.time()
-            for offset, (new, max_steps) in enumerate(zip(trials, steps)):
+            for offset, new in enumerate(trials):
                 trial = Trial(
                     id=self._new_id("trials"), study_id=study_id, number=number + offset,
-                    params=copy.deepcopy(dict(new.params)), seed=int(new.seed),
+                    params=params[offset], seed=int(new.seed),
                     state=TrialState.QUEUED, attempt=0, point_index=new.point_index,
-                    kind=new.kind, max_train_steps=max_steps, created_at=now,
+                    kind=new.kind, max_train_steps=steps[offset], created_at=now,
                 )
                 self._trials[trial.id] = trial
                 added.append(trial)
@@ -213,16 +239,31 @@ class MemoryStorage:
         return self._locked(write)
 
     def heartbeat(
-        self, trial_ids: Sequence[int], steps_done: Mapping[int, int] | None = None
-    ) -> None:
-        """Mark RUNNING trials alive (and record progress); other trials are left alone."""
+        self, trial_ids: Sequence[int], steps_done: Mapping[int, Any] | None = None
+    ) -> dict[int, TrialState]:
+        """Mark RUNNING trials alive and record progress; return every given trial's state."""
         now, done = time.time(), steps_done or {}
+        out: dict[int, TrialState] = {}
         with self._lock:
             for trial_id in trial_ids:
-                t = self._trials.get(trial_id)
-                if t is not None and t.state is TrialState.RUNNING:
-                    steps = done.get(trial_id, t.steps_done)
-                    self._trials[trial_id] = replace(t, heartbeat_at=now, steps_done=steps)
+                t = self._trials.get(int(trial_id))
+                if t is None:
+                    continue
+                if t.state is TrialState.RUNNING:
+                    steps, best_step, best_value = progress_entry(done.get(trial_id))
+                    t = replace(
+                        t, heartbeat_at=now,
+                        steps_done=t.steps_done if steps is None else steps,
+                        best_step=t.best_step if best_step is None else best_step,
+                        best_value=t.best_value if best_value is None else best_value,
+                    )
+                    self._trials[int(trial_id)] = t
+                out[int(trial_id)] = t.state
+        return out
+
+    def has_queued(self) -> bool:
+        with self._lock:
+            return any(t.state is TrialState.QUEUED for t in self._trials.values())
 
     def finish_trial(self, trial_id: int, progress: TrialProgress) -> Trial:
         """Record the end of an attempt; a trial already finished is refused."""
@@ -234,8 +275,9 @@ class MemoryStorage:
             if t.state.is_finished():
                 raise StoreError(f"memory: trial {trial_id} is already {t.state.value}")
             best = None if progress.best_value is None else float(progress.best_value)
+            step = None if progress.best_step is None else int(progress.best_step)
             self._trials[trial_id] = replace(
-                t, state=state, best_step=progress.best_step, best_value=best,
+                t, state=state, best_step=step, best_value=best,
                 steps_done=int(progress.steps_done), wall_time=float(progress.wall_time),
                 error=progress.error, finished_at=time.time() if state.is_finished() else None,
             )
@@ -277,7 +319,7 @@ class MemoryStorage:
             for r in rows:
                 self._get(self._trials, "trial", r.trial_id)
             for r in rows:
-                self._metrics[(r.trial_id, int(r.step), r.name)] = float(r.value)
+                self._metrics[(int(r.trial_id), int(r.step), r.name)] = float(r.value)
 
     def read_metrics(
         self, trial_ids: Sequence[int] | None = None, study_id: int | None = None,
@@ -327,14 +369,13 @@ class MemoryStorage:
         stats: Mapping[str, Any], rationale: str, complexity_note: str,
     ) -> Decision:
         """Append a decision to the experiment's log."""
-        if verdict not in VERDICTS:
-            raise StoreError(f"decision verdict {verdict!r}: expected one of {VERDICTS}")
+        check_verdict(verdict)
         def write() -> Decision:
             self._get(self._experiments, "experiment", experiment_id)
             decision = Decision(
                 self._new_id("decisions"), experiment_id, study_id, verdict,
-                copy.deepcopy(dict(candidate)), int(baseline_version), test,
-                copy.deepcopy(dict(stats)), rationale, complexity_note, time.time(),
+                _stored(candidate, "decision candidate"), int(baseline_version), test,
+                _stored(stats, "decision stats"), rationale, complexity_note, time.time(),
             )
             self._decisions[decision.id] = decision
             return decision

@@ -8,102 +8,64 @@ across the engine, the CLI and any number of viewers.
 from __future__ import annotations
 
 import json
-import math
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from engine.store.base import (
-    Baseline, Checkpoint, Decision, Experiment, MetricRow, NewTrial, Study, StoreError, Trial,
-    TrialProgress, TrialState,
+    Baseline,
+    Checkpoint,
+    Decision,
+    Experiment,
+    MetricRow,
+    NewTrial,
+    StoreError,
+    Study,
+    Trial,
+    TrialProgress,
+    TrialState,
+)
+from engine.store.rules import (
+    check_meta_key,
+    check_mode,
+    check_verdict,
+    progress_entry,
+    to_json,
+    trial_max_train_steps,
 )
 from engine.store.sqlite_db import BUSY_TIMEOUT_S, Connection, Database
-
-_TRIAL_COLS = (
-    "id, study_id, number, params, seed, state, attempt, point_index, kind, max_train_steps, "
-    "created_at, started_at, finished_at, heartbeat_at, device, worker, best_step, best_value, "
-    "steps_done, wall_time, error"
+from engine.store.sqlite_rows import (
+    BASELINE_COLS,
+    DECISION_COLS,
+    STUDY_COLS,
+    TRIAL_COLS,
+    baseline_from_row,
+    checkpoint_from_row,
+    decision_from_row,
+    encode_float,
+    experiment_from_row,
+    gc_paused,
+    metric_rows,
+    study_from_row,
+    trial_from_row,
 )
-_STUDY_COLS = "id, experiment_id, name, spec, seed, next_index, created_at, source_path"
-_BASELINE_COLS = (
-    "id, experiment_id, version, config, metric, mode, max_train_steps, note, created_at"
-)
-_DECISION_COLS = (
-    "id, experiment_id, study_id, verdict, candidate, baseline_version, test, stats, "
-    "rationale, complexity_note, created_at"
-)
-MODES = ("min", "max")
-VERDICTS = ("adopt", "reject", "inconclusive")
-
 
 # --------------------------------------------------------------------------- helpers
 
 
-def encode_float(value: float | None) -> float | str | None:
-    """A float as SQLite keeps it faithfully: REAL when finite, else 'nan' / 'inf' / '-inf'."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else repr(value)
+def _ids_json(ids: Iterable[Any]) -> str:
+    """Ids as a JSON array (accepting numpy integers, which neither json nor sqlite3 take)."""
+    return json.dumps([int(i) for i in ids])
 
 
-def decode_float(value: Any) -> float | None:
-    """Reverse :func:`encode_float`."""
-    if value is None or value.__class__ is float:
-        return value
-    return float(value)
-
-
-def check_meta_key(key: str) -> None:
-    """Refuse keys the store itself owns."""
-    if key == "schema_version":
-        raise StoreError("meta key 'schema_version' is managed by the store")
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _in_list(column: str) -> str:
     """A filter on ``column`` by a JSON array parameter (no limit on the number of values)."""
     return f"{column} IN (SELECT value FROM json_each(?))"
-
-
-def _experiment(r: Sequence[Any]) -> Experiment:
-    return Experiment(r[0], r[1], r[2], r[3])
-
-
-def _baseline(r: Sequence[Any]) -> Baseline:
-    return Baseline(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8])
-
-
-def _study(r: Sequence[Any]) -> Study:
-    return Study(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7])
-
-
-def _trial(r: Sequence[Any]) -> Trial:
-    return Trial(
-        id=r[0], study_id=r[1], number=r[2], params=json.loads(r[3]), seed=r[4],
-        state=TrialState(r[5]), attempt=r[6], point_index=r[7], kind=r[8],
-        max_train_steps=r[9], created_at=r[10], started_at=r[11], finished_at=r[12],
-        heartbeat_at=r[13], device=r[14], worker=r[15], best_step=r[16],
-        best_value=decode_float(r[17]), steps_done=r[18], wall_time=r[19], error=r[20],
-    )
-
-
-def _decision(r: Sequence[Any]) -> Decision:
-    return Decision(
-        r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], json.loads(r[7]), r[8], r[9], r[10]
-    )
-
-
-def _metric_rows(rows: list[tuple[Any, ...]]) -> list[MetricRow]:
-    # Frozen dataclasses are slow to build one by one through __init__ (object.__setattr__
-    # per field); filling __dict__ directly is ~3x faster for the millions of rows
-    # an analysis reads, and yields the very same objects.
-    new, setattr_, cls, dec = object.__new__, object.__setattr__, MetricRow, decode_float
-    out = []
-    for t, s, n, v in rows:
-        row = new(cls)
-        setattr_(row, "__dict__", {"trial_id": t, "step": s, "name": n, "value": dec(v)})
-        out.append(row)
-    return out
 
 
 # --------------------------------------------------------------------------- storage
@@ -148,22 +110,22 @@ class SQLiteStorage:
         return row
 
     def _get_trial(self, conn: Connection, trial_id: int) -> Trial:
-        sql = f"SELECT {_TRIAL_COLS} FROM trials WHERE id = ?"
-        return _trial(self._one(conn, sql, (trial_id,), f"trial with id {trial_id}"))
+        sql = f"SELECT {TRIAL_COLS} FROM trials WHERE id = ?"
+        return trial_from_row(self._one(conn, sql, (trial_id,), f"trial with id {trial_id}"))
 
     def _get_study(self, conn: Connection, study_id: int) -> Study:
-        sql = f"SELECT {_STUDY_COLS} FROM studies WHERE id = ?"
-        return _study(self._one(conn, sql, (study_id,), f"study with id {study_id}"))
+        sql = f"SELECT {STUDY_COLS} FROM studies WHERE id = ?"
+        return study_from_row(self._one(conn, sql, (study_id,), f"study with id {study_id}"))
 
     def _get_experiment(self, conn: Connection, experiment_id: int) -> Experiment:
         sql = "SELECT id, name, workload, created_at FROM experiments WHERE id = ?"
-        return _experiment(
+        return experiment_from_row(
             self._one(conn, sql, (experiment_id,), f"experiment with id {experiment_id}")
         )
 
     def _trials_by_ids(self, conn: Connection, ids: Sequence[int]) -> list[Trial]:
-        sql = f"SELECT {_TRIAL_COLS} FROM trials WHERE {_in_list('id')} ORDER BY id"
-        return [_trial(r) for r in conn.execute(sql, (json.dumps(list(ids)),))]
+        sql = f"SELECT {TRIAL_COLS} FROM trials WHERE {_in_list('id')} ORDER BY id"
+        return [trial_from_row(r) for r in conn.execute(sql, (_ids_json(ids),))]
 
     # ----------------------------------------------------------------- experiments
 
@@ -187,20 +149,20 @@ class SQLiteStorage:
         """The experiment with this name, or None."""
         sql = "SELECT id, name, workload, created_at FROM experiments WHERE name = ?"
         row = self._run(lambda conn: conn.execute(sql, (name,)).fetchone())
-        return _experiment(row) if row else None
+        return experiment_from_row(row) if row else None
 
     def list_experiments(self) -> list[Experiment]:
         """All experiments, oldest first."""
         sql = "SELECT id, name, workload, created_at FROM experiments ORDER BY id"
-        return [_experiment(r) for r in self._run(lambda conn: conn.execute(sql).fetchall())]
+        rows = self._run(lambda conn: conn.execute(sql).fetchall())
+        return [experiment_from_row(r) for r in rows]
 
     def add_baseline(
         self, experiment_id: int, config: Mapping[str, Any], metric: str, mode: str,
         max_train_steps: int, note: str = "",
     ) -> Baseline:
         """Launch the experiment's next baseline version (v1 first)."""
-        if mode not in MODES:
-            raise StoreError(f"baseline mode {mode!r}: expected one of {MODES}")
+        check_mode(mode)
         def write(conn: Connection) -> Baseline:
             self._get_experiment(conn, experiment_id)
             (version,) = conn.execute(
@@ -208,19 +170,19 @@ class SQLiteStorage:
                 (experiment_id,),
             ).fetchone()
             cur = conn.execute(
-                f"INSERT INTO baselines ({_BASELINE_COLS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (experiment_id, version, json.dumps(dict(config)), metric, mode,
+                f"INSERT INTO baselines ({BASELINE_COLS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (experiment_id, version, to_json(config, "baseline config"), metric, mode,
                  int(max_train_steps), note, time.time()),
             )
-            sql = f"SELECT {_BASELINE_COLS} FROM baselines WHERE id = ?"
-            return _baseline(conn.execute(sql, (cur.lastrowid,)).fetchone())
+            sql = f"SELECT {BASELINE_COLS} FROM baselines WHERE id = ?"
+            return baseline_from_row(conn.execute(sql, (cur.lastrowid,)).fetchone())
         return self._run(write, write=True)
 
     def list_baselines(self, experiment_id: int) -> list[Baseline]:
         """The experiment's baselines by version."""
-        sql = f"SELECT {_BASELINE_COLS} FROM baselines WHERE experiment_id = ? ORDER BY version"
+        sql = f"SELECT {BASELINE_COLS} FROM baselines WHERE experiment_id = ? ORDER BY version"
         rows = self._run(lambda conn: conn.execute(sql, (experiment_id,)).fetchall())
-        return [_baseline(r) for r in rows]
+        return [baseline_from_row(r) for r in rows]
 
     # ----------------------------------------------------------------- studies
 
@@ -234,8 +196,9 @@ class SQLiteStorage:
             if conn.execute("SELECT 1 FROM studies WHERE name = ?", (name,)).fetchone():
                 raise StoreError(f"{self.path}: a study named {name!r} already exists")
             cur = conn.execute(
-                f"INSERT INTO studies ({_STUDY_COLS}) VALUES (NULL, ?, ?, ?, ?, 0, ?, ?)",
-                (experiment_id, name, json.dumps(dict(spec)), int(seed), time.time(), source_path),
+                f"INSERT INTO studies ({STUDY_COLS}) VALUES (NULL, ?, ?, ?, ?, 0, ?, ?)",
+                (experiment_id, name, to_json(spec, "study spec"), int(seed), time.time(),
+                 source_path),
             )
             return self._get_study(conn, cur.lastrowid or 0)
         return self._run(write, write=True)
@@ -246,24 +209,24 @@ class SQLiteStorage:
 
     def find_study(self, name: str) -> Study | None:
         """The study with this name, or None."""
-        sql = f"SELECT {_STUDY_COLS} FROM studies WHERE name = ?"
+        sql = f"SELECT {STUDY_COLS} FROM studies WHERE name = ?"
         row = self._run(lambda conn: conn.execute(sql, (name,)).fetchone())
-        return _study(row) if row else None
+        return study_from_row(row) if row else None
 
     def list_studies(self, experiment_id: int | None = None) -> list[Study]:
         """Studies (of one experiment, or all), oldest first."""
-        sql, args = f"SELECT {_STUDY_COLS} FROM studies", ()
+        sql, args = f"SELECT {STUDY_COLS} FROM studies", ()  # type: str, tuple[int, ...]
         if experiment_id is not None:
             sql, args = sql + " WHERE experiment_id = ?", (experiment_id,)
         rows = self._run(lambda conn: conn.execute(sql + " ORDER BY id", args).fetchall())
-        return [_study(r) for r in rows]
+        return [study_from_row(r) for r in rows]
 
     def update_study_spec(self, study_id: int, spec: Mapping[str, Any]) -> Study:
         """Replace the study's stored spec (e.g. a raised budget)."""
         def write(conn: Connection) -> Study:
             self._get_study(conn, study_id)
             conn.execute(
-                "UPDATE studies SET spec = ? WHERE id = ?", (json.dumps(dict(spec)), study_id)
+                "UPDATE studies SET spec = ? WHERE id = ?", (to_json(spec, "study spec"), study_id)
             )
             return self._get_study(conn, study_id)
         return self._run(write, write=True)
@@ -295,7 +258,7 @@ class SQLiteStorage:
                 cur = conn.execute(
                     "INSERT INTO trials (study_id, number, params, seed, state, point_index, "
                     "kind, max_train_steps, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (study_id, number + offset, json.dumps(dict(new.params)), int(new.seed),
+                    (study_id, number + offset, to_json(new.params, "trial params"), int(new.seed),
                      TrialState.QUEUED.value, new.point_index, new.kind,
                      trial_max_train_steps(study, new), now),
                 )
@@ -311,7 +274,8 @@ class SQLiteStorage:
         self, study_id: int | None = None, states: Iterable[TrialState] | None = None
     ) -> list[Trial]:
         """Trials filtered by study and state, in insertion order."""
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[Any] = []
         if study_id is not None:
             clauses.append("study_id = ?")
             args.append(study_id)
@@ -319,8 +283,9 @@ class SQLiteStorage:
             clauses.append(_in_list("state"))
             args.append(json.dumps([TrialState(s).value for s in states]))
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {_TRIAL_COLS} FROM trials{where} ORDER BY id"
-        return [_trial(r) for r in self._run(lambda conn: conn.execute(sql, args).fetchall())]
+        sql = f"SELECT {TRIAL_COLS} FROM trials{where} ORDER BY id"
+        rows = self._run(lambda conn: conn.execute(sql, args).fetchall())
+        return [trial_from_row(r) for r in rows]
 
     def claim_trials(
         self, worker: str, device: str, limit: int = 1, study_id: int | None = None
@@ -339,24 +304,41 @@ class SQLiteStorage:
                 "UPDATE trials SET state = 'RUNNING', attempt = attempt + 1, worker = ?, "
                 "device = ?, started_at = ?, heartbeat_at = ?, finished_at = NULL "
                 f"WHERE {_in_list('id')}",
-                (worker, device, now, now, json.dumps(ids)),
+                (worker, device, now, now, _ids_json(ids)),
             )
             return self._trials_by_ids(conn, ids)
         return self._run(write, write=True)
 
     def heartbeat(
-        self, trial_ids: Sequence[int], steps_done: Mapping[int, int] | None = None
-    ) -> None:
-        """Mark RUNNING trials alive (and record progress); other trials are left alone."""
-        now, done = time.time(), steps_done or {}
-        def write(conn: Connection) -> None:
-            for trial_id in trial_ids:
-                conn.execute(
-                    "UPDATE trials SET heartbeat_at = ?, steps_done = COALESCE(?, steps_done) "
-                    "WHERE id = ? AND state = 'RUNNING'",
-                    (now, done.get(trial_id), trial_id),
-                )
-        self._run(write, write=True)
+        self, trial_ids: Sequence[int], steps_done: Mapping[int, Any] | None = None
+    ) -> dict[int, TrialState]:
+        """Mark RUNNING trials alive and record progress; return every given trial's state.
+
+        ``steps_done`` maps a trial id to its steps done, or to ``(steps_done, best_step,
+        best_value)`` so viewers see the best-so-far of a running trial.
+        """
+        now = time.time()
+        data = []
+        for t in trial_ids:
+            steps, best_step, best_value = progress_entry((steps_done or {}).get(t))
+            data.append((now, steps, best_step, encode_float(best_value), int(t)))
+        sql = (
+            "UPDATE trials SET heartbeat_at = ?, steps_done = COALESCE(?, steps_done), "
+            "best_step = COALESCE(?, best_step), best_value = COALESCE(?, best_value) "
+            "WHERE id = ? AND state = 'RUNNING'"
+        )
+        ids = json.dumps([int(t) for t in trial_ids])
+
+        def write(conn: Connection) -> dict[int, TrialState]:
+            conn.executemany(sql, data)
+            rows = conn.execute(f"SELECT id, state FROM trials WHERE {_in_list('id')}", (ids,))
+            return {int(i): TrialState(st) for i, st in rows}
+        return self._run(write, write=True)
+
+    def has_queued(self) -> bool:
+        """Whether any trial waits to be claimed (a cheap read, no write lock)."""
+        sql = "SELECT 1 FROM trials WHERE state = 'QUEUED' LIMIT 1"
+        return self._run(lambda conn: conn.execute(sql).fetchone() is not None)
 
     def finish_trial(self, trial_id: int, progress: TrialProgress) -> Trial:
         """Record the end of an attempt; a trial already finished is refused."""
@@ -372,7 +354,7 @@ class SQLiteStorage:
             conn.execute(
                 "UPDATE trials SET state = ?, best_step = ?, best_value = ?, steps_done = ?, "
                 "wall_time = ?, error = ?, finished_at = ? WHERE id = ?",
-                (state.value, progress.best_step, encode_float(progress.best_value),
+                (state.value, _opt_int(progress.best_step), encode_float(progress.best_value),
                  int(progress.steps_done), float(progress.wall_time), progress.error,
                  time.time() if state.is_finished() else None, trial_id),
             )
@@ -390,7 +372,7 @@ class SQLiteStorage:
             f"UPDATE trials SET state = ?, finished_at = {finished_at} "
             f"WHERE {_in_list('id')} AND {_in_list('state')}"
         )
-        args: tuple[Any, ...] = (json.dumps(list(trial_ids)), sources)
+        args: tuple[Any, ...] = (_ids_json(trial_ids), sources)
         args = (state.value, time.time(), *args) if state.is_finished() else (state.value, *args)
         return self._run(lambda conn: conn.execute(sql, args).rowcount, write=True)
 
@@ -402,7 +384,7 @@ class SQLiteStorage:
                 "AND COALESCE(heartbeat_at, started_at, 0) < ? ORDER BY id", (older_than,),
             )]
             conn.execute(
-                f"UPDATE trials SET state = 'QUEUED' WHERE {_in_list('id')}", (json.dumps(ids),)
+                f"UPDATE trials SET state = 'QUEUED' WHERE {_in_list('id')}", (_ids_json(ids),)
             )
             return self._trials_by_ids(conn, ids)
         return self._run(write, write=True)
@@ -413,7 +395,7 @@ class SQLiteStorage:
         """Upsert: exactly one row per (trial, step, name); a re-reported step replaces it."""
         if not rows:
             return
-        data = [(r.trial_id, int(r.step), r.name, encode_float(r.value)) for r in rows]
+        data = [(int(r.trial_id), int(r.step), r.name, encode_float(float(r.value))) for r in rows]
         sql = (
             "INSERT INTO metrics (trial_id, step, name, value) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (trial_id, step, name) DO UPDATE SET value = excluded.value"
@@ -428,7 +410,7 @@ class SQLiteStorage:
         args: list[Any] = []
         if trial_ids is not None:
             clauses.append(_in_list("trial_id"))
-            args.append(json.dumps([int(t) for t in trial_ids]))
+            args.append(_ids_json(trial_ids))
         if study_id is not None:
             clauses.append("trial_id IN (SELECT id FROM trials WHERE study_id = ?)")
             args.append(study_id)
@@ -439,7 +421,9 @@ class SQLiteStorage:
             clauses.append("step >= ?")
             args.append(since_step)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT trial_id, step, name, value FROM metrics{where} ORDER BY trial_id, step, name"
+        # The order is the primary key's: a plain index walk, never a sort.
+        sql = "SELECT trial_id, step, name, value FROM metrics"
+        sql += f"{where} ORDER BY trial_id, step, name"
         return sql, args
 
     def read_metrics(
@@ -448,20 +432,23 @@ class SQLiteStorage:
     ) -> list[MetricRow]:
         """Metric rows (steps >= ``since_step`` when given) ordered by trial, step, name."""
         sql, args = self._metrics_query(trial_ids, study_id, names, since_step)
-        return _metric_rows(self._run(lambda conn: conn.execute(sql, args).fetchall()))
+        with gc_paused():
+            return metric_rows(self._run(lambda conn: conn.execute(sql, args).fetchall()))
 
     def read_metrics_columns(
         self, trial_ids: Sequence[int] | None = None, study_id: int | None = None,
         names: Sequence[str] | None = None, since_step: int | None = None,
     ) -> dict[str, list[Any]]:
-        """Like :meth:`read_metrics`, as columns ``trial_id, step, name, value`` (for DataFrames)."""
+        """As :meth:`read_metrics`, but columns ``trial_id, step, name, value`` (DataFrames)."""
         sql, args = self._metrics_query(trial_ids, study_id, names, since_step)
-        rows = self._run(lambda conn: conn.execute(sql, args).fetchall())
-        if not rows:
-            return {"trial_id": [], "step": [], "name": [], "value": []}
-        trial, step, name, value = (list(c) for c in zip(*rows))
-        if any(v.__class__ is not float for v in value):
-            value = [decode_float(v) for v in value]
+        with gc_paused():
+            rows = self._run(lambda conn: conn.execute(sql, args).fetchall())
+            if not rows:
+                return {"trial_id": [], "step": [], "name": [], "value": []}
+            trial, step, name, value = (list(c) for c in zip(*rows))
+            del rows
+            if any(v.__class__ is not float for v in value):
+                value = [v if v.__class__ is float else float(v) for v in value]
         return {"trial_id": trial, "step": step, "name": name, "value": value}
 
     def record_checkpoint(self, checkpoint: Checkpoint) -> None:
@@ -483,7 +470,7 @@ class SQLiteStorage:
             "WHERE trial_id = ? ORDER BY kind"
         )
         rows = self._run(lambda conn: conn.execute(sql, (trial_id,)).fetchall())
-        return [Checkpoint(r[0], r[1], r[2], r[3], decode_float(r[4]), r[5]) for r in rows]
+        return [checkpoint_from_row(r) for r in rows]
 
     # ----------------------------------------------------------------- decisions, meta
 
@@ -493,28 +480,27 @@ class SQLiteStorage:
         stats: Mapping[str, Any], rationale: str, complexity_note: str,
     ) -> Decision:
         """Append a decision to the experiment's log."""
-        if verdict not in VERDICTS:
-            raise StoreError(f"decision verdict {verdict!r}: expected one of {VERDICTS}")
+        check_verdict(verdict)
         def write(conn: Connection) -> Decision:
             self._get_experiment(conn, experiment_id)
             cur = conn.execute(
-                f"INSERT INTO decisions ({_DECISION_COLS}) "
+                f"INSERT INTO decisions ({DECISION_COLS}) "
                 "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (experiment_id, study_id, verdict, json.dumps(dict(candidate)),
-                 int(baseline_version), test, json.dumps(dict(stats)), rationale,
+                (experiment_id, study_id, verdict, to_json(candidate, "decision candidate"),
+                 int(baseline_version), test, to_json(stats, "decision stats"), rationale,
                  complexity_note, time.time()),
             )
-            sql = f"SELECT {_DECISION_COLS} FROM decisions WHERE id = ?"
-            return _decision(conn.execute(sql, (cur.lastrowid,)).fetchone())
+            sql = f"SELECT {DECISION_COLS} FROM decisions WHERE id = ?"
+            return decision_from_row(conn.execute(sql, (cur.lastrowid,)).fetchone())
         return self._run(write, write=True)
 
     def list_decisions(self, experiment_id: int | None = None) -> list[Decision]:
         """Decisions (of one experiment, or all), oldest first."""
-        sql, args = f"SELECT {_DECISION_COLS} FROM decisions", ()
+        sql, args = f"SELECT {DECISION_COLS} FROM decisions", ()  # type: str, tuple[int, ...]
         if experiment_id is not None:
             sql, args = sql + " WHERE experiment_id = ?", (experiment_id,)
         rows = self._run(lambda conn: conn.execute(sql + " ORDER BY id", args).fetchall())
-        return [_decision(r) for r in rows]
+        return [decision_from_row(r) for r in rows]
 
     def set_meta(self, key: str, value: str) -> None:
         """Set an engine bookkeeping value (``schema_version`` is not settable)."""
@@ -531,13 +517,3 @@ class SQLiteStorage:
             lambda conn: conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         )
         return row[0] if row else None
-
-
-def trial_max_train_steps(study: Study, new: NewTrial) -> int:
-    """The trial's own ``max_train_steps``, else the study's."""
-    steps = new.max_train_steps if new.max_train_steps is not None else study.spec.get(
-        "max_train_steps"
-    )
-    if steps is None:
-        raise StoreError(f"study {study.name!r} has no max_train_steps; give one per trial")
-    return int(steps)

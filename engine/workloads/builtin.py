@@ -43,11 +43,18 @@ DIGITS_TRAIN_SIZE = 1397
 DIGITS_VAL_SIZE = 400
 
 
-def _h(name: str, default: object, kind: str = "float", help: str = "",
-       low: float | None = None, high: float | None = None,
-       choices: tuple[object, ...] | None = None) -> HParamInfo:
-    return HParamInfo(name=name, default=default, kind=kind, choices=choices, help=help,
-                      low=low, high=high)
+def _h(
+    name: str,
+    default: object,
+    kind: str = "float",
+    help: str = "",
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[object, ...] | None = None,
+) -> HParamInfo:
+    return HParamInfo(
+        name=name, default=default, kind=kind, choices=choices, help=help, low=low, high=high
+    )
 
 
 def optimizer_hparams(
@@ -58,24 +65,47 @@ def optimizer_hparams(
 ) -> list[HParamInfo]:
     """The optimizer, schedule and loss hyperparameters every built-in workload shares."""
     return [
-        _h("optimizer", optimizer, "choice", "update rule; momentum = SGD with heavy-ball "
-           "momentum", choices=OPTIMIZERS),
+        _h(
+            "optimizer",
+            optimizer,
+            "choice",
+            "update rule; momentum = SGD with heavy-ball momentum",
+            choices=OPTIMIZERS,
+        ),
         _h("learning_rate", learning_rate, help="peak learning rate (> 0)", low=0.0),
-        _h("momentum", 0.9, help="momentum for momentum / nesterov, in [0, 1)", low=0.0,
-           high=1.0),
+        _h("momentum", 0.9, help="momentum for momentum / nesterov, in [0, 1)", low=0.0, high=1.0),
         _h("beta1", 0.9, help="Adam first-moment decay, in [0, 1)", low=0.0, high=1.0),
         _h("beta2", beta2, help="Adam second-moment decay, in [0, 1)", low=0.0, high=1.0),
         _h("epsilon", 1e-8, help="Adam denominator epsilon (> 0)", low=0.0),
-        _h("weight_decay", weight_decay, help="L2 (decoupled for adamw) on weight matrices",
-           low=0.0),
-        _h("schedule", "constant", "choice", "learning-rate schedule over max_train_steps",
-           choices=SCHEDULES),
-        _h("warmup_fraction", 0.05, help="linear warmup length as a fraction of "
-           "max_train_steps (linear_warmup_cosine only)", low=0.0, high=1.0),
-        _h("label_smoothing", 0.0, help="label smoothing of the training loss, in [0, 1)",
-           low=0.0, high=1.0),
-        _h("grad_clip", 0.0, help="clip the global gradient norm to this value; 0 = off",
-           low=0.0),
+        _h(
+            "weight_decay",
+            weight_decay,
+            help="L2 (decoupled for adamw) on weight matrices",
+            low=0.0,
+        ),
+        _h(
+            "schedule",
+            "constant",
+            "choice",
+            "learning-rate schedule over max_train_steps",
+            choices=SCHEDULES,
+        ),
+        _h(
+            "warmup_fraction",
+            0.05,
+            help="linear warmup length as a fraction of "
+            "max_train_steps (linear_warmup_cosine only)",
+            low=0.0,
+            high=1.0,
+        ),
+        _h(
+            "label_smoothing",
+            0.0,
+            help="label smoothing of the training loss, in [0, 1)",
+            low=0.0,
+            high=1.0,
+        ),
+        _h("grad_clip", 0.0, help="clip the global gradient norm to this value; 0 = off", low=0.0),
     ]
 
 
@@ -88,8 +118,7 @@ def _digits_mlp() -> WorkloadInfo:
         _h("width", 128, "int", "units per hidden layer", low=1, high=65536),
         _h("depth", 2, "int", "number of hidden layers (0 = linear softmax)", low=0, high=64),
         _h("activation", "relu", "choice", "hidden nonlinearity", choices=ACTIVATIONS),
-        _h("dropout", 0.0, help="dropout after each hidden layer, in [0, 1)", low=0.0,
-           high=1.0),
+        _h("dropout", 0.0, help="dropout after each hidden layer, in [0, 1)", low=0.0, high=1.0),
         _h("batch_size", 64, "int", "examples per step", low=1, high=DIGITS_TRAIN_SIZE),
     ]
     return WorkloadInfo(
@@ -108,8 +137,14 @@ def _digits_mlp() -> WorkloadInfo:
 def _digits_cnn() -> WorkloadInfo:
     hps = [
         _h("channels", 32, "int", "channels of every conv layer", low=1, high=4096),
-        _h("depth", 2, "int", "conv layers (3x3, 2x2 max-pool after each of the first 3)",
-           low=1, high=16),
+        _h(
+            "depth",
+            2,
+            "int",
+            "conv layers (3x3, 2x2 max-pool after each of the first 3)",
+            low=1,
+            high=16,
+        ),
         _h("activation", "relu", "choice", "nonlinearity after each conv", choices=ACTIVATIONS),
         _h("dropout", 0.0, help="dropout before the classifier, in [0, 1)", low=0.0, high=1.0),
         _h("batch_size", 64, "int", "examples per step", low=1, high=DIGITS_TRAIN_SIZE),
@@ -140,8 +175,13 @@ def _tiny_lm() -> WorkloadInfo:
         _h("n_heads", 4, "int", "attention heads (must divide d_model)", low=1, high=256),
         _h("seq_len", 256, "int", "context length in bytes", low=2, high=16384),
         _h("batch_size", 64, "int", "sequences per step", low=1, high=65536),
-        _h("dropout", 0.0, help="dropout on embeddings, attention and residuals, in [0, 1)",
-           low=0.0, high=1.0),
+        _h(
+            "dropout",
+            0.0,
+            help="dropout on embeddings, attention and residuals, in [0, 1)",
+            low=0.0,
+            high=1.0,
+        ),
         _h("activation", "gelu", "choice", "MLP nonlinearity", choices=ACTIVATIONS),
         _h("tie_embeddings", True, "bool", "share the input embedding with the output head"),
     ]
@@ -151,13 +191,15 @@ def _tiny_lm() -> WorkloadInfo:
         entry="engine.workloads.lm:train_lm",
         hyperparameters=_table(hps + optimizer_hparams("adamw", 1e-3, 0.1, 0.99)),
         metrics=("train_loss", "val_loss", "val_error", "val_bpb"),
-        chance={"val_loss": LM_UNIGRAM_NATS, "val_error": LM_UNIGRAM_ERROR,
-                "val_bpb": LM_UNIGRAM_NATS / math.log(2)},
+        chance={
+            "val_loss": LM_UNIGRAM_NATS,
+            "val_error": LM_UNIGRAM_ERROR,
+            "val_bpb": LM_UNIGRAM_NATS / math.log(2),
+        },
         description="Decoder-only Transformer byte-level language model on the Python "
         "standard library's own source (offline). val_loss is nats/byte; chance is the "
         "unigram (byte-frequency) level. Sized for a GPU by default.",
-        shape_keys=("d_model", "n_layers", "n_heads", "seq_len", "batch_size",
-                    "tie_embeddings"),
+        shape_keys=("d_model", "n_layers", "n_heads", "seq_len", "batch_size", "tie_embeddings"),
         default_metric="val_loss",
     )
 

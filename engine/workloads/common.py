@@ -18,8 +18,9 @@ exactly as the uninterrupted run would have. Three things make that true:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,8 +40,14 @@ def check_choice(hp: Mapping[str, Any], name: str, choices: Iterable[str]) -> st
     return str(value)
 
 
-def check_range(hp: Mapping[str, Any], name: str, low: float, high: float | None = None,
-                *, high_open: bool = True) -> float:
+def check_range(
+    hp: Mapping[str, Any],
+    name: str,
+    low: float,
+    high: float | None = None,
+    *,
+    high_open: bool = True,
+) -> float:
     """``hp[name]`` as a float if ``low <= value < high`` (or ``<= high``), else ValueError."""
     value = float(hp[name])
     above = high is not None and (value >= high if high_open else value > high)
@@ -53,7 +60,11 @@ def check_range(hp: Mapping[str, Any], name: str, low: float, high: float | None
 def check_positive_int(hp: Mapping[str, Any], name: str, low: int = 1) -> int:
     """``hp[name]`` as an int >= ``low`` (an integral float such as 64.0 is accepted)."""
     value = hp[name]
-    if isinstance(value, bool) or float(value) != int(value) or int(value) < low:
+    try:
+        ok = not isinstance(value, bool) and float(value) == int(value) and int(value) >= low
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise ValueError(f"hyperparameter {name}={value!r}: expected an integer >= {low}")
     return int(value)
 
@@ -100,11 +111,15 @@ def read_dropout(hp: Mapping[str, Any]) -> float:
 def make_activation(name: str) -> nn.Module:
     """The activation module for ``name`` in relu / gelu / tanh / silu."""
     table: dict[str, Callable[[], nn.Module]] = {
-        "relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU,
+        "relu": nn.ReLU,
+        "gelu": nn.GELU,
+        "tanh": nn.Tanh,
+        "silu": nn.SiLU,
     }
     if name not in table:
-        raise ValueError(f"hyperparameter activation={name!r}: expected one of "
-                         f"{', '.join(ACTIVATIONS)}")
+        raise ValueError(
+            f"hyperparameter activation={name!r}: expected one of {', '.join(ACTIVATIONS)}"
+        )
     return table[name]()
 
 
@@ -168,7 +183,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def mix_seed(seed: int, salt: int) -> int:
     """A 63-bit seed derived from ``(seed, salt)``; distinct pairs give unrelated streams."""
-    x = (int(seed) * 0x9E3779B97F4A7C15 + int(salt) * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB)
+    x = int(seed) * 0x9E3779B97F4A7C15 + int(salt) * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB
     x &= (1 << 64) - 1
     x ^= x >> 31
     x = (x * 0xD6E8FEB86659FD93) & ((1 << 64) - 1)
@@ -191,8 +206,9 @@ class EpochSampler:
 
     def __init__(self, n: int, batch_size: int, seed: int, device: str | torch.device = "cpu"):
         if batch_size > n:
-            raise ValueError(f"hyperparameter batch_size={batch_size}: at most {n} "
-                             "(the training set size)")
+            raise ValueError(
+                f"hyperparameter batch_size={batch_size}: at most {n} (the training set size)"
+            )
         self.n, self.batch_size, self.seed, self.device = n, batch_size, seed, device
         self.steps_per_epoch = n // batch_size
         self._epoch = -1
@@ -206,7 +222,7 @@ class EpochSampler:
             self._perm = torch.randperm(self.n, generator=gen).to(self.device)
             self._epoch = epoch
         start = within * self.batch_size
-        return self._perm[start:start + self.batch_size]
+        return self._perm[start : start + self.batch_size]
 
 
 class LossMeter:
@@ -234,8 +250,9 @@ def is_eval_step(step: int, trial: Any) -> bool:
     return step % trial.eval_every == 0 or step == trial.max_train_steps - 1
 
 
-def train_one_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
-                   grad_clip: float) -> None:
+def train_one_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float
+) -> None:
     """Backpropagate ``loss`` and apply one update (clipping the global norm if asked)."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -279,17 +296,22 @@ def run_training(
             if not math.isfinite(train_loss):
                 trial.report(step, train_loss=train_loss)
                 return
-        if eval_now:
-            _evaluate_and_checkpoint(trial, step, model, optimizer, train_loss, evaluate)
-            meter.reset()
-            reseed(trial.seed, step + 1)
+            if eval_now:
+                _evaluate_and_checkpoint(trial, step, model, optimizer, train_loss, evaluate)
+                meter.reset()
+                reseed(trial.seed, step + 1)
         if trial.should_stop():
             return
 
 
-def _evaluate_and_checkpoint(trial: Any, step: int, model: nn.Module,
-                             optimizer: torch.optim.Optimizer, train_loss: float,
-                             evaluate: Callable[[], dict[str, float]]) -> None:
+def _evaluate_and_checkpoint(
+    trial: Any,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loss: float,
+    evaluate: Callable[[], dict[str, float]],
+) -> None:
     model.eval()
     with torch.no_grad():
         metrics = evaluate()

@@ -7,7 +7,8 @@ Tensors are cached at module level, so a warm worker process loads them once per
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,12 +45,17 @@ def _load_cpu() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
     std = x[train].std(axis=0)
     std[std == 0] = 1.0  # constant border pixels
     x = ((x - mean) / std).astype(np.float32)
-    return (torch.from_numpy(x[train]), torch.from_numpy(y[train]).long(),
-            torch.from_numpy(x[val]), torch.from_numpy(y[val]).long())
+    return (
+        torch.from_numpy(x[train]),
+        torch.from_numpy(y[train]).long(),
+        torch.from_numpy(x[val]),
+        torch.from_numpy(y[val]).long(),
+    )
 
 
-def digits_data(device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
-                                               torch.Tensor]:
+def digits_data(
+    device: str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x_train, y_train, x_val, y_val)`` on ``device``; x has shape (n, 64)."""
     if "cpu" not in _CACHE:
         _CACHE["cpu"] = _load_cpu()
@@ -96,8 +102,9 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[s
     return {"val_loss": both[0], "val_error": both[1]}
 
 
-def _train_classifier(model_hp: Mapping[str, Any], build: Callable[..., nn.Module], hp: Mapping[str, Any],
-                      trial: Any) -> None:
+def _train_classifier(
+    model_hp: Mapping[str, Any], build: Callable[..., nn.Module], hp: Mapping[str, Any], trial: Any
+) -> None:
     """Train ``build(**model_hp)`` on digits with the shared loop."""
     cfg = OptimConfig.from_hp(hp)
     batch_size = check_positive_int(hp, "batch_size")
@@ -110,8 +117,9 @@ def _train_classifier(model_hp: Mapping[str, Any], build: Callable[..., nn.Modul
 
     def loss_at(step: int) -> torch.Tensor:
         idx = sampler.indices(step)
-        return F.cross_entropy(model(x_train[idx]), y_train[idx],
-                               label_smoothing=cfg.label_smoothing)
+        return F.cross_entropy(
+            model(x_train[idx]), y_train[idx], label_smoothing=cfg.label_smoothing
+        )
 
     def evaluate() -> dict[str, float]:
         return classification_metrics(model(x_val), y_val)

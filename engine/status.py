@@ -1,0 +1,104 @@
+"""Plain-text progress and workspace summaries (the CLI's `status` and `run --wait`)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.space import format_value
+from engine.store.base import Storage, Trial, TrialState
+
+
+@dataclass(frozen=True)
+class StudyProgress:
+    name: str
+    metric: str
+    mode: str
+    counts: dict[str, int]
+    total: int
+    best: Trial | None
+    eta_seconds: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.total > 0 and sum(self.counts.get(s.value, 0) for s in TrialState if s.is_finished()) == self.total
+
+    def line(self) -> str:
+        done = sum(self.counts.get(s.value, 0) for s in TrialState if s.is_finished())
+        parts = [f"{k.lower()} {v}" for k, v in self.counts.items() if v and k != "COMPLETED"]
+        best = (f"best {self.metric} {format_value(self.best.best_value)} (trial {self.best.number})"
+                if self.best else f"best {self.metric} —")
+        eta = f"ETA {_duration(self.eta_seconds)}" if self.eta_seconds is not None and not self.finished else ""
+        return " · ".join(x for x in (f"{self.name}: {done}/{self.total} done", ", ".join(parts), best, eta) if x)
+
+    def summary(self) -> str:
+        completed = self.counts.get("COMPLETED", 0)
+        return f"study {self.name!r} finished: {completed} of {self.total} trials completed; " + (
+            f"best {self.metric} {format_value(self.best.best_value)} (trial {self.best.number}, "
+            f"id {self.best.id})" if self.best else "no feasible result"
+        )
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def best_trial(trials: list[Trial], mode: str) -> Trial | None:
+    feasible = [t for t in trials if t.best_value is not None and not t.state.is_infeasible()]
+    if not feasible:
+        return None
+    key = (lambda t: t.best_value) if mode == "min" else (lambda t: -t.best_value)  # type: ignore[operator]
+    return min(feasible, key=key)
+
+
+def study_progress(store: Storage, study_id: int) -> StudyProgress:
+    study = store.get_study(study_id)
+    trials = store.list_trials(study_id)
+    counts = Counter(t.state.value for t in trials)
+    return StudyProgress(
+        name=study.name, metric=study.spec["metric"], mode=study.spec["mode"],
+        counts={s.value: counts.get(s.value, 0) for s in TrialState}, total=len(trials),
+        best=best_trial(trials, study.spec["mode"]), eta_seconds=estimate_eta(trials),
+    )
+
+
+def estimate_eta(trials: list[Trial]) -> float | None:
+    """Remaining trial-steps at the observed rate of steps per second (all slots together)."""
+    started = [t.started_at for t in trials if t.started_at]
+    if not started:
+        return None
+    elapsed = time.time() - min(started)
+    done_steps = sum(min(t.steps_done, t.max_train_steps) for t in trials)
+    left = sum(t.max_train_steps - min(t.steps_done, t.max_train_steps)
+               for t in trials if not t.state.is_finished())
+    if done_steps <= 0 or elapsed <= 0:
+        return None
+    return left / (done_steps / elapsed)
+
+
+def workspace_summary(workspace: Path) -> str:
+    from engine.runner.control import engine_status
+    from engine.store import open_store
+
+    store = open_store(workspace)
+    status = engine_status(workspace)
+    lines = [f"workspace {workspace}",
+             f"engine: running (pid {status.pid})" if status.running else "engine: not running"]
+    for exp in store.list_experiments():
+        baselines = store.list_baselines(exp.id)
+        version = f"baseline v{baselines[-1].version}" if baselines else "no baseline"
+        lines.append(f"experiment {exp.name} ({exp.workload}) · {version}")
+        for study in store.list_studies(exp.id):
+            lines.append("  " + study_progress(store, study.id).line())
+        decisions = store.list_decisions(exp.id)
+        if decisions:
+            d = decisions[-1]
+            lines.append(f"  latest decision: {d.verdict.upper()} — {d.rationale}")
+    if len(lines) == 2:
+        lines.append("no experiments yet (run `tuneplay run FILE`)")
+    return "\n".join(lines)

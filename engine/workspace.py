@@ -1,0 +1,166 @@
+"""The workspace facade: the intents the CLI and the TUI express, in the playbook's terms.
+
+Creating a study from a spec (with its experiment and baseline), enqueuing its trials
+without ever duplicating one, topping up Bayesian studies, and the trial controls
+(cancel, pause, requeue, add trials). Everything goes through the storage protocol.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from engine.search import bayes_trials, points_per_combo, quasi_random_trials, scientific_combos, total_trials
+from engine.spec import StudySpec, spec_from_dict
+from engine.store.base import Experiment, NewTrial, Storage, StoreError, Study, Trial, TrialState
+
+# Keys of a stored spec that may change when a study is continued from its file.
+_MUTABLE_KEYS = {"budget", "goal", "source", "fuse", "base_config", "baseline_version"}
+
+
+class StudyConflict(StoreError):
+    """A study file names an existing study but describes a different search."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What ``launch_study`` did."""
+
+    study: Study
+    created: bool
+    new_trials: list[Trial]
+
+
+def ensure_experiment(store: Storage, spec: StudySpec) -> Experiment:
+    """The spec's experiment; created with baseline v1 (workload defaults + fixed) if new."""
+    exp = store.find_experiment(spec.experiment)
+    if exp is not None:
+        if exp.workload != spec.workload_ref:
+            raise StudyConflict(
+                f"experiment {exp.name!r} runs {exp.workload}, not {spec.workload_ref}; "
+                "set [study] experiment to another name"
+            )
+        return exp
+    exp = store.create_experiment(spec.experiment, spec.workload_ref)
+    store.add_baseline(
+        exp.id, {**_workload_defaults(spec), **spec.fixed}, spec.metric, spec.mode,
+        spec.max_train_steps, note="initial baseline from the first study's fixed values",
+    )
+    return exp
+
+
+def _workload_defaults(spec: StudySpec) -> dict[str, Any]:
+    from engine.workloads.registry import WorkloadError, resolve_workload
+
+    try:
+        return resolve_workload(spec.workload).defaults()
+    except WorkloadError:
+        return {}
+
+
+def launch_study(store: Storage, spec: StudySpec, initial_bayes: int = 4) -> Launch:
+    """Create the study (or continue the stored one of that name) and enqueue its trials."""
+    existing = store.find_study(spec.name)
+    stored = spec.to_dict()
+    if existing is None:
+        exp = ensure_experiment(store, spec)
+        baseline = store.list_baselines(exp.id)[-1]
+        stored["base_config"] = dict(baseline.config)
+        stored["baseline_version"] = baseline.version
+        study = store.create_study(exp.id, spec.name, stored, spec.seed, source_path=spec.source)
+        created = True
+    else:
+        _check_compatible(existing, stored)
+        if existing.spec.get("budget") != spec.budget:
+            merged = {**existing.spec, "budget": spec.budget, "goal": spec.goal}
+            existing = store.update_study_spec(existing.id, merged)
+        study, created = existing, False
+    return Launch(study, created, enqueue(store, study, initial_bayes))
+
+
+def _check_compatible(existing: Study, stored: Mapping[str, Any]) -> None:
+    old = {k: v for k, v in existing.spec.items() if k not in _MUTABLE_KEYS}
+    new = {k: v for k, v in stored.items() if k not in _MUTABLE_KEYS}
+    diff = sorted(k for k in set(old) | set(new) if json.dumps(old.get(k)) != json.dumps(new.get(k)))
+    if diff:
+        raise StudyConflict(
+            f"study {existing.name!r} exists with a different {', '.join(diff)}; "
+            "give the changed study a new name (only budget and goal may change)"
+        )
+
+
+def study_spec(study: Study) -> StudySpec:
+    return spec_from_dict(study.spec)
+
+
+def enqueue(store: Storage, study: Study, initial_bayes: int = 4) -> list[Trial]:
+    """Enqueue the trials the study still lacks (never one it already has)."""
+    spec = study_spec(study)
+    if spec.search == "quasi_random":
+        missing = points_per_combo(spec) - study.next_index
+        if missing <= 0:
+            return []
+        start = store.reserve_points(study.id, missing)
+        return store.add_trials(study.id, quasi_random_trials(spec, start, missing))
+    existing = store.list_trials(study.id)
+    pending = sum(1 for t in existing if not t.state.is_finished())
+    return _ask_bayes(store, study, spec, existing, max(0, initial_bayes - pending))
+
+
+def _ask_bayes(store: Storage, study: Study, spec: StudySpec, existing: Sequence[Trial], n: int) -> list[Trial]:
+    searched = sum(1 for t in existing if t.kind == "search")
+    n = min(n, total_trials(spec) - searched)
+    if n <= 0:
+        return []
+    start = store.reserve_points(study.id, n)
+    new = bayes_trials(spec, existing, n, first_index=start)
+    return store.add_trials(study.id, new) if new else []
+
+
+def top_up_bayesian(store: Storage, free_slots: int) -> list[Trial]:
+    """Ask Bayesian studies for more trials when results have come in and slots are idle."""
+    added: list[Trial] = []
+    for study in store.list_studies():
+        if study.spec.get("search") != "bayesian" or study.spec.get("complete"):
+            continue
+        spec = study_spec(study)
+        trials = store.list_trials(study.id)
+        if sum(1 for t in trials if t.kind == "search") >= total_trials(spec):
+            continue
+        pending = sum(1 for t in trials if not t.state.is_finished() and t.state != TrialState.PAUSED)
+        if pending < free_slots:
+            added += _ask_bayes(store, study, spec, trials, free_slots - pending)
+    return added
+
+
+def add_trials(store: Storage, study: Study, n_points: int) -> list[Trial]:
+    """Extend a study by ``n_points`` search points (each tried with every scientific value)."""
+    spec = study_spec(study)
+    per_point = len(scientific_combos(spec))
+    budget = spec.budget + n_points * per_point
+    study = store.update_study_spec(study.id, {**study.spec, "budget": budget})
+    return enqueue(store, study, initial_bayes=n_points * per_point)
+
+
+def enqueue_reruns(store: Storage, study: Study, configs: Sequence[Mapping[str, Any]], seeds: Sequence[int], label: str = "rerun") -> list[Trial]:
+    """Enqueue each config once per seed (kind ``label``): the decision stage's seed reruns."""
+    new = [NewTrial(params=dict(c), seed=s, kind=label) for c in configs for s in seeds]
+    return store.add_trials(study.id, new)
+
+
+def cancel(store: Storage, trial_ids: Sequence[int]) -> int:
+    return store.set_state(trial_ids, TrialState.CANCELLED, only_from=[TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED])
+
+
+def pause(store: Storage, trial_ids: Sequence[int]) -> int:
+    """Queued trials wait; running ones stop at their next check and resume on requeue."""
+    return store.set_state(trial_ids, TrialState.PAUSED, only_from=[TrialState.QUEUED, TrialState.RUNNING])
+
+
+def requeue(store: Storage, trial_ids: Sequence[int]) -> int:
+    """Run paused, failed, diverged or cancelled trials again (resuming where a checkpoint exists)."""
+    return store.set_state(
+        trial_ids, TrialState.QUEUED,
+        only_from=[TrialState.PAUSED, TrialState.FAILED, TrialState.DIVERGED, TrialState.CANCELLED],
+    )
