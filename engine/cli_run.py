@@ -131,7 +131,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise UserError("--format parquet: give --output FILE (parquet is binary)")
         df.to_parquet(args.output, index=False)
     elif args.format == "json":
-        text = df.to_json(orient="records", indent=1)
+        text = df.to_json(orient="records", indent=1, double_precision=15)
         _write(args.output, text + "\n")
     else:
         _write(args.output, df.to_csv(index=False))

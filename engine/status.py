@@ -76,8 +76,9 @@ def estimate_eta(trials: list[Trial]) -> float | None:
     done_steps = sum(min(t.steps_done, t.max_train_steps) for t in trials)
     left = sum(t.max_train_steps - min(t.steps_done, t.max_train_steps)
                for t in trials if not t.state.is_finished())
-    if done_steps <= 0 or elapsed <= 0:
-        return None
+    finished = sum(1 for t in trials if t.state.is_finished())
+    if done_steps <= 0 or elapsed < 2.0 or not finished:
+        return None  # too early for a rate worth quoting
     return left / (done_steps / elapsed)
 
 

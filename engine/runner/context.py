@@ -9,6 +9,7 @@ paying a disk write at every evaluation.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -19,6 +20,7 @@ from typing import Any, Callable
 from engine.store.base import Checkpoint, MetricRow, Storage, Trial
 
 FLUSH_SECONDS = 0.5
+log = logging.getLogger("tuneplay.trial")
 PERSIST_SECONDS = float(os.environ.get("TUNEPLAY_CHECKPOINT_INTERVAL", "2.0"))
 
 
@@ -54,6 +56,7 @@ class TrialContext:
         self.best_step: int | None = trial.best_step
         self.best_value: float | None = trial.best_value
         self.last_step = -1
+        self.resumed_from = 0
         self._buffer: list[MetricRow] = []
         self._last_flush = time.monotonic()
         self._last_persist: float | None = None
@@ -153,7 +156,9 @@ class TrialContext:
                 loader(state["extra"][key])
         self._last_persist = time.monotonic()
         self.last_step = int(state["step"])
-        return int(state["step"]) + 1
+        self.resumed_from = int(state["step"]) + 1
+        log.info("trial %s resumes at step %d from its checkpoint", self.trial_id, self.resumed_from)
+        return self.resumed_from
 
     def finish(self) -> None:
         """Flush everything still in memory (metrics and a pending best checkpoint)."""

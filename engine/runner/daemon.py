@@ -187,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cpu-slots", type=int, default=None)
     args = parser.parse_args(argv)
     workspace = Path(args.workspace)
+    os.umask(0o077)  # workspace files are the owner's alone
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
     lock = EngineLock(workspace)
     if not lock.acquire():

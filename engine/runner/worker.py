@@ -193,6 +193,23 @@ def _die_with_parent() -> None:
         pass
 
 
+def warm_up() -> None:
+    """Pay the one-off costs (torch.optim's first use, the digits data) before any trial."""
+    try:
+        from engine.workloads.builtin import BUILTINS
+        from engine.workloads.digits import digits_data
+        from engine.workloads.registry import load_train_function
+
+        import torch
+
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
+        digits_data("cpu")
+        for info in BUILTINS.values():
+            load_train_function(info)
+    except Exception:  # warming is an optimisation; a trial reports any real problem
+        log.exception("warm-up failed")
+
+
 def configure_threads(threads: int) -> None:
     import torch
 
@@ -214,8 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args(argv)
     _die_with_parent()
+    os.umask(0o077)  # workspace files are the owner's alone
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
     configure_threads(args.threads)
+    warm_up()
     worker = Worker(
         open_store(args.workspace), Path(args.workspace), args.name, args.device, args.label,
         args.group_size,

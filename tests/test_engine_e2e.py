@@ -1,0 +1,208 @@
+"""The engine as a user runs it: real workers, a real workspace, real training on the CPU."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from engine.runner.daemon import engine_pid
+from engine.store.base import TrialState
+from tests.conftest import Project, wait_until
+
+pytestmark = pytest.mark.slow
+
+DIGITS = """\
+[study]
+name = "{name}"
+workload = "builtin:digits-mlp"
+max_train_steps = {steps}
+eval_every = {every}
+budget = {budget}
+seed = 0
+[fixed]
+optimizer = "adam"
+[nuisance]
+learning_rate = {{ low = 1e-3, high = 3e-2, scale = "log" }}
+"""
+
+
+def test_run_wait_finishes_every_trial_better_than_chance(project: Project) -> None:
+    study = project.write("s.toml", DIGITS.format(name="quick", steps=200, every=25, budget=8))
+    proc = project.tuneplay("run", str(study), "--wait", "--cpu-slots", "2", check=True)
+    assert "study 'quick' finished: 8 of 8 trials completed" in proc.stdout
+    trials = pd.read_csv(io.StringIO(project.tuneplay("export", "quick", check=True).stdout))
+    assert (trials["state"] == "COMPLETED").all() and len(trials) == 8
+    assert trials["best_value"].min() < 0.2  # chance is 0.9
+    assert (trials["steps_done"] == 200).all()
+    curves = pd.read_csv(io.StringIO(project.tuneplay("export", "quick", "--curves", check=True).stdout))
+    assert not curves.duplicated(["trial_id", "step", "metric"]).any()
+    assert set(curves["metric"]) == {"train_loss", "val_loss", "val_error"}
+    # running the same file again continues the study without duplicating a trial
+    again = project.tuneplay("run", str(study), check=True)
+    assert "0 trials enqueued" in again.stdout
+    # and checkpoint files are the owner's alone
+    best = project.workspace / "checkpoints" / str(int(trials["id"][0])) / "best.pt"
+    assert best.exists() and (best.stat().st_mode & 0o077) == 0
+
+
+def _worker_pids(project: Project) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", f"engine.runner.worker --workspace {project.workspace}"],
+                         capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_kill_9_engine_then_restart_resumes_from_checkpoints(project: Project) -> None:
+    study = project.write("long.toml", DIGITS.format(name="long", steps=2500, every=50, budget=4))
+    project.tuneplay("run", str(study), "--cpu-slots", "2", check=True)
+    store = project.store()
+
+    def two_running_with_checkpoints() -> bool:
+        running = store.list_trials(states=[TrialState.RUNNING])
+        return len(running) == 2 and all(
+            any(c.kind == "latest" and c.step >= 100 for c in store.get_checkpoints(t.id)) for t in running
+        )
+
+    wait_until(two_running_with_checkpoints, timeout=120, poll=0.05)
+    interrupted = [t.id for t in store.list_trials(states=[TrialState.RUNNING])]
+    pid = engine_pid(project.workspace)
+    assert pid and pid > 0
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not _worker_pids(project), timeout=20)  # workers die with their engine
+    assert project.tuneplay("engine", "status").returncode != 0
+    project.tuneplay("engine", "start", "--cpu-slots", "2", check=True)
+    wait_until(lambda: all(t.state.is_finished() for t in store.list_trials()), timeout=240, poll=0.5)
+    trials = store.list_trials()
+    assert all(t.state == TrialState.COMPLETED for t in trials), [(t.id, t.state, t.error) for t in trials]
+    logs = "".join(p.read_text() for p in (project.workspace / "logs").glob("worker-*.log"))
+    for tid in interrupted:
+        assert store.get_trial(tid).attempt == 2
+        line = next(ln for ln in logs.splitlines() if f"trial {tid} resumes at step" in ln)
+        assert int(line.split("resumes at step ")[1].split()[0]) > 0, line
+    curves = pd.read_csv(io.StringIO(project.tuneplay("export", "long", "--curves", check=True).stdout))
+    assert not curves.duplicated(["trial_id", "step", "metric"]).any()
+    expected_steps = set(range(0, 2500, 50)) | {2499}
+    for tid, group in curves[curves["metric"] == "val_error"].groupby("trial_id"):
+        assert set(group["step"]) == expected_steps, tid
+
+
+FAULTY = '''
+import os, signal
+
+HYPERPARAMETERS = {"behaviour": "ok"}
+
+def train(hp, trial):
+    for step in range(trial.max_train_steps):
+        if hp["behaviour"] == "raise" and step == 3:
+            raise ValueError("boom at step 3")
+        if hp["behaviour"] == "signal" and step == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+        loss = float("nan") if hp["behaviour"] == "diverge" and step >= 4 else 1.0 / (step + 1)
+        trial.report(step, train_loss=loss, val_error=loss)
+        trial.checkpoint(step)
+        if trial.should_stop():
+            return
+'''
+
+
+def test_raising_diverging_and_killed_workloads_are_recorded_and_others_finish(project: Project) -> None:
+    project.write("faulty.py", FAULTY)
+    study = project.write("f.toml", """\
+[study]
+name = "faulty"
+workload = "faulty:train"
+max_train_steps = 10
+eval_every = 1
+budget = 6
+[scientific]
+behaviour = { values = ["ok", "raise", "diverge", "signal", "ok2", "ok3"] }
+""")
+    project.tuneplay("run", str(study), "--wait", "--cpu-slots", "2", check=True)
+    by = {t.params["behaviour"]: t for t in project.store().list_trials()}
+    assert by["raise"].state == TrialState.FAILED and "ValueError: boom at step 3" in by["raise"].error
+    assert by["diverge"].state == TrialState.DIVERGED and "step 4" in by["diverge"].error
+    assert by["signal"].state == TrialState.FAILED and "SIGKILL" in by["signal"].error
+    for ok in ("ok", "ok2", "ok3"):
+        assert by[ok].state == TrialState.COMPLETED and by[ok].best_value == pytest.approx(0.1)
+    assert project.tuneplay("engine", "status").returncode == 0  # the engine survived all of it
+
+
+ECHO = '''
+import json, os, sys
+with open(os.path.join(os.environ["TUNEPLAY_CHECKPOINT_DIR"], "argv.json"), "w") as fh:
+    json.dump({"argv": sys.argv[1:], "env": {k: v for k, v in os.environ.items() if k.startswith("TUNEPLAY_")}}, fh)
+with open(os.environ["TUNEPLAY_METRICS"], "a") as fh:
+    fh.write(json.dumps({"step": 0, "val_error": 0.5}) + "\\n")
+    fh.write(json.dumps({"step": 1, "val_error": 0.25}) + "\\n")
+'''
+
+HOSTILE = ["; touch /tmp/tuneplay-pwned #", "$(id)", "--help", "line\nbreak", "`id`", "a b 'c' \"d\""]
+
+
+def test_command_workload_gets_hostile_values_as_single_argv_tokens(project: Project) -> None:
+    if os.path.exists("/tmp/tuneplay-pwned"):
+        os.remove("/tmp/tuneplay-pwned")
+    project.write("echo_args.py", ECHO)
+    values = ", ".join(json.dumps(v) for v in HOSTILE)
+    study = project.write("c.toml", f"""\
+[study]
+name = "hostile"
+workload = {{ command = [{json.dumps(sys.executable)}, "echo_args.py"] }}
+max_train_steps = 2
+eval_every = 1
+budget = {len(HOSTILE)}
+[scientific]
+note = {{ values = [{values}] }}
+""")
+    project.tuneplay("run", str(study), "--wait", "--cpu-slots", "2", check=True)
+    store = project.store()
+    for t in store.list_trials():
+        assert t.state == TrialState.COMPLETED, t.error
+        assert t.best_value == 0.25 and t.best_step == 1
+        seen = json.loads((project.workspace / "checkpoints" / str(t.id) / "argv.json").read_text())
+        assert seen["argv"] == [f"--note={t.params['note']}"]
+        assert seen["env"]["TUNEPLAY_TRIAL_ID"] == str(t.id)
+        assert seen["env"]["TUNEPLAY_SEED"] == str(t.seed)
+        assert seen["env"]["TUNEPLAY_MAX_TRAIN_STEPS"] == "2"
+        assert seen["env"]["TUNEPLAY_EVAL_EVERY"] == "1"
+    assert sorted(t.params["note"] for t in store.list_trials()) == sorted(HOSTILE)
+    assert not os.path.exists("/tmp/tuneplay-pwned")
+
+
+def test_engine_stop_pauses_and_next_start_resumes(project: Project) -> None:
+    study = project.write("p.toml", DIGITS.format(name="pausing", steps=2500, every=50, budget=2))
+    project.tuneplay("run", str(study), "--cpu-slots", "2", check=True)
+    store = project.store()
+    wait_until(lambda: sum(t.steps_done >= 200 for t in store.list_trials(states=[TrialState.RUNNING])) == 2)
+    stop = project.tuneplay("engine", "stop", check=True)
+    assert "paused" in stop.stdout
+    assert {t.state for t in store.list_trials()} == {TrialState.PAUSED}
+    assert project.tuneplay("engine", "status").returncode == 1
+    project.tuneplay("engine", "start", "--cpu-slots", "2", check=True)
+    wait_until(lambda: all(t.state == TrialState.COMPLETED for t in store.list_trials()), timeout=180)
+    assert all(t.attempt == 2 for t in store.list_trials())
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_engine_outlives_the_terminal_that_started_it(project: Project) -> None:
+    study = project.write("t.toml", DIGITS.format(name="detached", steps=300, every=50, budget=6))
+    session = f"tuneplay-test-{os.getpid()}"
+    cmd = (f"cd {project.path} && TUNEPLAY_WORKSPACE={project.workspace} PYTHONPATH={project.env['PYTHONPATH']} "
+           f"{sys.executable} -m tuneplay_tui.launcher run {study} --cpu-slots 2; sleep 600")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", cmd], check=True)
+    try:
+        wait_until(lambda: engine_pid(project.workspace) is not None, timeout=60)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    time.sleep(0.5)
+    assert project.tuneplay("engine", "status").returncode == 0
+    store = project.store()
+    wait_until(lambda: len(store.list_trials()) == 6 and all(t.state == TrialState.COMPLETED for t in store.list_trials()), timeout=180)
