@@ -112,12 +112,11 @@ class TrialContext:
         due = self._last_persist is None or time.monotonic() - self._last_persist > PERSIST_SECONDS
         if not (new_best or due or self.stop_reason):
             return
-        state = _snapshot(step, model, optimizer, extra)
-        if new_best:
-            self._best_snapshot, self._best_dirty = (step, state), True
+        if new_best:  # the weights are what a retrospective best is for; no optimizer state
+            self._best_snapshot, self._best_dirty = (step, _snapshot(step, model, None, extra)), True
             self._new_best_step = None
         if due or self.stop_reason:
-            self.persist(step, state)
+            self.persist(step, _snapshot(step, model, optimizer, extra))
 
     def persist(self, step: int, state: dict[str, Any]) -> None:
         """Flush metrics, then write the latest (and a pending best) checkpoint atomically."""

@@ -1,0 +1,116 @@
+"""What every stage screen shares: the frame, help text, and calling the engine safely.
+
+A screen composes the header, its body and the footer; it redraws from ``app.state`` in
+:meth:`StageScreen.update_view` whenever the poller brings news or the screen is shown.
+Facade calls run in thread workers (:meth:`StageScreen.engine_call`) and come back as an
+:class:`~tuneplay_tui.messages.EngineCallDone` message: a failure becomes a notification,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from textual import events
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from tuneplay_tui.format import one_line
+from tuneplay_tui.messages import EngineCallDone
+from tuneplay_tui.widgets.header import StageHeader
+
+if TYPE_CHECKING:
+    from tuneplay_tui.app import TuneplayApp
+    from tuneplay_tui.state import AppState
+
+NARROW = 110  # below this width, side-by-side panels stack
+SHORT = 32  # below this height, secondary panels shrink
+
+
+class StageScreen(Screen[None]):
+    """A stage of the playbook (or the home screen): header, body, footer."""
+
+    STAGE: ClassVar[str] = "home"
+    TITLE_TEXT: ClassVar[str] = ""
+    HELP: ClassVar[str] = ""
+    """Markdown: the playbook idea behind this screen (shown by ``?``)."""
+
+    @property
+    def tuneplay(self) -> TuneplayApp:
+        return self.app  # type: ignore[return-value]
+
+    @property
+    def state(self) -> AppState:
+        return self.tuneplay.state
+
+    @property
+    def facade(self) -> Any:
+        return self.tuneplay.facade
+
+    def compose(self) -> ComposeResult:
+        yield StageHeader(self.STAGE, id="stage-header")
+        yield from self.compose_body()
+        yield Footer(compact=True)
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def on_mount(self) -> None:
+        self._apply_size(self.app.size.width, self.app.size.height)
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._apply_size(event.size.width, event.size.height)
+
+    def _apply_size(self, width: int, height: int) -> None:
+        self.set_class(width < NARROW, "-narrow")
+        self.set_class(height < SHORT, "-short")
+
+    def on_screen_resume(self) -> None:
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        """Redraw from the app state (called on every poll while this screen is shown)."""
+        self.query_one(StageHeader).refresh()
+        try:
+            self.update_view()
+        except Exception as exc:  # a drawing bug must not take the session down
+            self.notify(one_line(exc), title="display error", severity="error")
+
+    def update_view(self) -> None:
+        """Override: draw the body from ``self.state``."""
+
+    # ------------------------------------------------------------- engine calls
+    def engine_call(self, label: str, fn: Callable[[], Any],
+                    on_done: Callable[[Any], None] | None = None) -> None:
+        """Run ``fn`` (a facade call) in a thread; ``on_done(result)`` on the UI thread."""
+
+        def job() -> None:
+            try:
+                result = fn()
+            except Exception as exc:
+                self.post_message(EngineCallDone(label, error=one_line(exc)))
+                return
+            self.post_message(EngineCallDone(label, result, on_done=on_done))
+
+        self.run_worker(job, thread=True, name=label, group=label, exit_on_error=False)
+
+    def on_engine_call_done(self, message: EngineCallDone) -> None:
+        if message.error is not None:
+            self.notify(message.error, title=f"{message.label} failed", severity="error",
+                        timeout=8)
+        elif message.on_done is not None:
+            message.on_done(message.result)
+        self.tuneplay.poller.request()
+
+    def require_study(self) -> int | None:
+        """The selected study's id, or a hint and None when there is none."""
+        if self.state.study_id is None:
+            self.notify("No study yet: design one on screen 2 (press 2).", severity="warning")
+        return self.state.study_id
+
+    def require_experiment(self) -> int | None:
+        if self.state.experiment_id is None:
+            self.notify("No experiment yet: create one on the home screen (h, then n).",
+                        severity="warning")
+        return self.state.experiment_id

@@ -1,0 +1,290 @@
+"""3 Running: the live trial table, curves of the best or the selected trial, devices."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.content import Content
+from textual.widgets import DataTable, Static
+
+from engine.store.base import Trial
+from tuneplay_tui import format as fmt
+from tuneplay_tui.screens.base import StageScreen
+from tuneplay_tui.screens.dialogs import ConfirmScreen, FormScreen, PromptScreen
+from tuneplay_tui.widgets.charts import PALETTE, Chart, Line, legend
+from tuneplay_tui.widgets.panels import devices_line
+from tuneplay_tui.widgets.trial_table import FILTERS, TrialTable, trial_rate
+
+BEST_K = 5
+TRAIN_METRIC = "train_loss"
+
+
+def best_trials(trials: Sequence[Trial], mode: str, k: int = BEST_K) -> list[Trial]:
+    """The ``k`` best search trials so far (running ones count by their best checkpoint)."""
+    sign = 1.0 if mode == "min" else -1.0
+    ok = [t for t in trials if t.best_value is not None and not t.state.is_infeasible()
+          and t.kind == "search"]
+    return sorted(ok, key=lambda t: (sign * float(t.best_value), t.id))[:k]  # type: ignore[arg-type]
+
+
+def study_eta(trials: Sequence[Trial]) -> float | None:
+    """Remaining steps of running and queued trials over the running trials' total rate."""
+    rates = [r for t in trials if t.state.value == "RUNNING" and (r := trial_rate(t))]
+    left = sum(max(t.max_train_steps - t.steps_done, 0) for t in trials
+               if t.state.value in ("RUNNING", "QUEUED"))
+    return left / sum(rates) if rates and left else None
+
+
+class RunningScreen(StageScreen):
+    STAGE = "running"
+    TITLE_TEXT = "3 Running — trials, live"
+    HELP = """
+The engine runs the study's trials on the device slots, in the background: closing the
+app (or losing SSH) does not stop them. Each trial trains to a fixed **max_train_steps**
+(never tuned inside a study) and the best checkpoint is chosen retrospectively, so a trial's
+**best** is its best evaluation, not its last.
+
+**Diverged** trials (NaN/inf) are infeasible: they are data about where training breaks,
+not noise, and the analysis keeps them. **Failed** trials crashed; their error is shown
+below the table. Watch the curves of the best trials while they run: if everything is
+still improving at the end, the next study should train longer.
+
+Select trials with `space` to act on several at once.
+"""
+    BINDINGS = [
+        Binding("c", "cancel", "Cancel", tooltip="Cancel the selected (or marked) trials"),
+        Binding("p", "pause", "Pause"),
+        Binding("r", "requeue", "Requeue", tooltip="Resume paused, retry failed or cancelled"),
+        Binding("space", "mark", "Mark", show=False),
+        Binding("plus,equals_sign", "add_trials", "+Trials"),
+        Binding("s", "slots", "Slots"),
+        Binding("f", "follow", "Best/selected"),
+        Binding("slash", "filter", "Filter"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.follow_mode = "best"  # "best": best k curves; "trial": the selected trial
+        self._drawn: tuple[Any, ...] = ()
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="run-summary", classes="summary")
+        with Horizontal(id="run-body", classes="body"):
+            yield TrialTable(id="trials")
+            yield Chart(id="run-chart")
+        yield Static(id="run-detail", classes="detail-line")
+        yield Static(id="devices", classes="detail-line")
+
+    @property
+    def table(self) -> TrialTable:
+        return self.query_one("#trials", TrialTable)
+
+    def update_view(self) -> None:
+        study = self.state.study()
+        summary = self.query_one("#run-summary", Static)
+        if study is None:
+            summary.update("No study to follow yet: design one on screen 2.")
+            self.query_one("#run-chart", Chart).draw_message("no study")
+            return
+        spec = study.spec
+        names = [p["name"] for p in (*spec.get("scientific", ()), *spec.get("nuisance", ()))]
+        trials = self.state.study_trials()
+        self.table.configure(study.id, names)
+        self.table.border_title = f"trials · filter: {self.table.filter}"
+        self.table.sync(trials)
+        summary.update(self._summary(study.name, spec.get("metric", ""), spec.get("mode", "min"),
+                                     trials))
+        self._follow(trials, spec.get("mode", "min"))
+        self._draw_chart(spec.get("metric", ""), trials)
+        self._show_detail(trials)
+        self.query_one("#devices", Static).update(
+            devices_line(self.state.devices, self.state.device_history))
+
+    def _summary(self, name: str, metric: str, mode: str, trials: Sequence[Trial]) -> Content:
+        counts = self.state.state_counts()
+        order = ("RUNNING", "COMPLETED", "DIVERGED", "FAILED", "PAUSED", "CANCELLED", "QUEUED")
+        parts: list[Any] = [(f'"{name}" ', "bold")]
+        for s in order:
+            if counts.get(s):
+                parts += [(f"{counts[s]} {fmt.STATE_WORD[s]}", fmt.STATE_STYLE[s]), " · "]
+        best = best_trials(trials, mode, 1)
+        if best:
+            parts += ["  best ", (f"{metric} {fmt.metric(best[0].best_value)}", "bold"),
+                      f" (#{best[0].id})"]
+        eta = study_eta(trials)
+        if eta is not None:
+            parts += ["   ETA ", (fmt.duration(eta), "bold")]
+        return Content.assemble(*parts)
+
+    # ------------------------------------------------------------- curves
+    def _follow(self, trials: Sequence[Trial], mode: str) -> None:
+        ids = [t.id for t in best_trials(trials, mode)]
+        sel = self.table.selected_id()
+        if sel is not None and sel not in ids:
+            ids.append(sel)
+        self.tuneplay.poller.follow(self.state.study_id, ids)
+
+    def _draw_chart(self, metric: str, trials: Sequence[Trial]) -> None:
+        chart = self.query_one("#run-chart", Chart)
+        curves = self.state.curves
+        mode = self.state.study().spec.get("mode", "min")  # type: ignore[union-attr]
+        if self.follow_mode == "trial" and self.table.selected_id() is not None:
+            tid = self.table.selected_id()
+            key: tuple[Any, ...] = ("trial", tid, self.state.curves_version, chart.size)
+            if key == self._drawn:
+                return
+            series = curves.get(tid, {})  # type: ignore[arg-type]
+            lines = [Line(metric, *series.get(metric, ((), ())), PALETTE[0])]
+            if TRAIN_METRIC in series and TRAIN_METRIC != metric:
+                lines.append(Line(TRAIN_METRIC, *series[TRAIN_METRIC], PALETTE[2], right=True))
+            chart.border_title = f"trial #{tid}: {metric} and {TRAIN_METRIC} (right)"
+            chart.border_subtitle = legend([("━", ln.label, ln.color) for ln in lines])
+        else:
+            best = best_trials(trials, mode)
+            key = ("best", tuple(t.id for t in best), self.state.curves_version, chart.size)
+            if key == self._drawn:
+                return
+            lines = [Line(f"#{t.id}", *curves.get(t.id, {}).get(metric, ((), ())), PALETTE[i])
+                     for i, t in enumerate(best)]
+            chart.border_title = f"{metric} · best {len(best)}"
+            chart.border_subtitle = legend([("━", ln.label, ln.color) for ln in lines])
+        self._drawn = key
+        if not lines:
+            chart.draw_message("no results yet")
+        else:
+            chart.draw_lines(lines, xlabel="step")
+
+    @on(DataTable.RowHighlighted, "#trials")
+    def _row_moved(self) -> None:
+        trials = self.state.study_trials()
+        study = self.state.study()
+        if study is not None:
+            self._follow(trials, study.spec.get("mode", "min"))
+            if self.follow_mode == "trial":
+                self._draw_chart(study.spec.get("metric", ""), trials)
+        self._show_detail(trials)
+
+    @on(DataTable.RowSelected, "#trials")
+    def _row_chosen(self) -> None:
+        self.follow_mode = "trial"
+        self.refresh_view()
+
+    def _show_detail(self, trials: Sequence[Trial]) -> None:
+        sel = self.table.selected_id()
+        t = next((t for t in trials if t.id == sel), None)
+        line = self.query_one("#run-detail", Static)
+        if t is None:
+            line.update("")
+            return
+        text = f"#{t.id} {fmt.params_line(t.params, self.table.hp_names)}"
+        if t.error:
+            line.update(Content.assemble((f"#{t.id} {fmt.STATE_WORD[t.state.value]}: ", "bold $error"),
+                                         (t.error, "$error")))
+        else:
+            seed = f" · seed {t.seed} · attempt {t.attempt}" if t.attempt else f" · seed {t.seed}"
+            line.update(Content.assemble(text, (seed, "$foreground-muted")))
+
+    # ------------------------------------------------------------- actions
+    def select_trial(self, trial_id: int) -> None:
+        """Put the cursor on a trial and draw its curves (used from the analysis screen)."""
+        self.table.filter = "all"
+        self.refresh_view()
+        if self.table.select_trial(trial_id):
+            self.follow_mode = "trial"
+            self.refresh_view()
+
+    def _control(self, verb: str, fn_name: str) -> None:
+        ids = self.table.targets()
+        if not ids:
+            self.notify("No trial selected.", severity="warning")
+            return
+
+        def run() -> None:
+            fn = getattr(self.facade, fn_name)
+            self.engine_call(verb, lambda: fn(ids), lambda n: self._controlled(verb, ids, n))
+
+        if len(ids) > 1:
+            self.app.push_screen(ConfirmScreen(f"{verb.capitalize()} {len(ids)} trials?",
+                                               ", ".join(f"#{i}" for i in ids)),
+                                 lambda yes: run() if yes else None)
+        else:
+            run()
+
+    def _controlled(self, verb: str, ids: list[int], n: int) -> None:
+        if n:
+            self.notify(f"{verb}: {fmt.plural(n, 'trial')} ({', '.join(f'#{i}' for i in ids)})")
+        else:
+            self.notify(f"{verb}: nothing to do for {', '.join(f'#{i}' for i in ids)} "
+                        "in its current state", severity="warning")
+        self.table.marked.clear()
+
+    def action_cancel(self) -> None:
+        self._control("cancel", "cancel")
+
+    def action_pause(self) -> None:
+        self._control("pause", "pause")
+
+    def action_requeue(self) -> None:
+        self._control("requeue", "requeue")
+
+    def action_mark(self) -> None:
+        sel = self.table.selected_id()
+        if sel is not None:
+            self.table.toggle_mark(sel, self.state.study_trials())
+            self.table.action_cursor_down()
+
+    def action_filter(self) -> None:
+        names = list(FILTERS)
+        self.table.filter = names[(names.index(self.table.filter) + 1) % len(names)]
+        self.refresh_view()
+
+    def action_follow(self) -> None:
+        self.follow_mode = "best" if self.follow_mode == "trial" else "trial"
+        self.refresh_view()
+
+    def action_add_trials(self) -> None:
+        sid = self.require_study()
+        if sid is None:
+            return
+        per = max(1, len([1 for _ in self.state.study().spec.get("scientific", ())]))  # type: ignore[union-attr]
+        hint = ("Search points to add (each point is tried once per scientific value, "
+                "continuing the quasi-random sequence)." if per else "")
+        self.app.push_screen(PromptScreen("Add trials", hint, "4"),
+                             lambda text: self._add(sid, text))
+
+    def _add(self, sid: int, text: str | None) -> None:
+        if text is None:
+            return
+        try:
+            n = int(text)
+            if n < 1:
+                raise ValueError
+        except ValueError:
+            self.notify(f"add trials: {text!r} is not a positive whole number", severity="error")
+            return
+        self.engine_call("add trials", lambda: self.facade.add_trials(sid, n),
+                         lambda k: self.notify(f"queued {fmt.plural(k, 'new trial')}"))
+
+    def action_slots(self) -> None:
+        fields = [("per_gpu", "slots per GPU", "1"), ("cpu", "CPU slots (no GPU)", "")]
+        self.app.push_screen(FormScreen("Device slots", fields,
+                                        "Several trials per GPU help small models; the engine "
+                                        "applies it to the next trials it starts."), self._slots)
+
+    def _slots(self, answer: dict[str, str] | None) -> None:
+        if not answer:
+            return
+        try:
+            per_gpu = int(answer["per_gpu"])
+            cpu = int(answer["cpu"]) if answer["cpu"].strip() else None
+            if per_gpu < 1 or (cpu is not None and cpu < 1):
+                raise ValueError
+        except ValueError:
+            self.notify("slots: whole numbers of at least 1", severity="error")
+            return
+        self.engine_call("set slots", lambda: self.facade.set_slots(cpu, per_gpu),
+                         lambda _: self.notify(f"slots: {per_gpu} per GPU"))

@@ -1,0 +1,82 @@
+"""The frame's top: where you are (experiment, baseline, study, engine) and the stage strip."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textual.content import Content
+from textual.widget import Widget
+
+from tuneplay_tui.state import STAGE_TITLES, STAGES
+
+if TYPE_CHECKING:
+    from tuneplay_tui.state import AppState
+
+ENGINE_STYLE = {"ok": "$success", "warn": "$warning", "error": "$error"}
+MARK_STYLE = {"✓": "$success", "●": "$accent"}
+
+
+class StageHeader(Widget):
+    """Two lines: the context line and the stage strip (current stage highlighted)."""
+
+    DEFAULT_CSS = """
+    StageHeader { height: 2; width: 1fr; background: $panel; }
+    """
+
+    def __init__(self, stage: str, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.stage = stage
+
+    def render(self) -> Content:
+        state: AppState = self.app.state  # type: ignore[attr-defined]
+        width = max(self.size.width, 20)
+        return Content("\n").join([context_line(state, width), stage_strip(state, self.stage, width)])
+
+
+def context_line(state: AppState, width: int) -> Content:
+    """`` tuneplay  exp · baseline v2 · study "x" (running 3/8)      engine ● 2 GPUs · 4 slots``."""
+    engine, level = state.engine_line()
+    parts: list[str] = []
+    exp = state.experiment()
+    if exp is not None:
+        parts.append(exp.experiment.name)
+        base = state.baseline()
+        parts.append(f"baseline v{base.version}" if base else "no baseline")
+        study = state.study()
+        if study is not None:
+            parts.append(f'study "{study.name}" ({state.study_status()})')
+    else:
+        parts.append("no experiment yet")
+    where = " · ".join(parts)
+    right = engine if len(where) + len(engine) + 14 <= width else engine.split(" · ")[0]
+    room = width - len(right) - 13
+    if len(where) > room:
+        where = where[: max(room - 1, 0)] + "…"
+    gap = " " * max(width - 12 - len(where) - len(right) - 1, 1)
+    return Content.assemble(
+        (" tuneplay ", "bold $text-accent"), "  ", (where, "$foreground"), gap,
+        (right, f"bold {ENGINE_STYLE[level]}"), " ",
+    )
+
+
+def stage_strip(state: AppState, current: str, width: int) -> Content:
+    """``─1 Baseline ✓──2 Design ✓──3 Running ●──4 Analysis──5 Decision──────``."""
+    marks = state.stage_marks()
+    pieces: list[Content | str | tuple[str, str]] = []
+    used = 0
+    for i, stage in enumerate(STAGES, start=1):
+        label = f"{i} {STAGE_TITLES[stage]}"
+        mark = marks.get(stage, "")
+        style = "bold reverse $accent" if stage == current else "$foreground"
+        pieces.append(("─", "$foreground-muted"))
+        pieces.append((f" {label}", style))
+        if mark:
+            pieces.append((f" {mark}", style if stage == current else MARK_STYLE[mark]))
+        pieces.append((" ", style))
+        used += 3 + len(label) + (2 if mark else 0)
+    home = " h home " if current != "home" else " home "
+    home_style = "bold reverse $accent" if current == "home" else "$foreground-muted"
+    fill = max(width - used - len(home) - 1, 1)
+    pieces.append(("─" * fill, "$foreground-muted"))
+    pieces.append((home, home_style))
+    return Content.assemble(*pieces)
