@@ -22,7 +22,7 @@ class UserError(Exception):
     """A mistake the user can fix; printed as one line, exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneplay",
         description="Tune deep learning models the playbook's way, from the terminal.",
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_sample)
     p = sub.add_parser("status", help="experiments, studies and trials in the workspace")
     p.set_defaults(handler=cmd_status)
-    for register in _extra_registrars():
+    for register in [*_extra_registrars(), *extra]:
         register(sub)
     return parser
 
@@ -135,9 +135,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run a headless command; return the exit code."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, extra: Sequence[Callable[[Any], None]] = ()) -> int:
+    """Run a command; return the exit code. ``extra`` registers commands defined outside the engine."""
+    parser = build_parser(extra)
     args = parser.parse_args(argv)
     if args.workspace is None:
         args.workspace = os.environ.get("TUNEPLAY_WORKSPACE") or None

@@ -101,7 +101,11 @@ def _values(group: Sequence[Trial]) -> list[float]:
 
 
 def decide(store: Storage, study: Study, adopt: bool = False, alpha: float = 0.05, force: bool = False) -> DecisionResult:
-    """Compare the best rerun candidate with the baseline reruns and record the verdict."""
+    """Compare the best rerun candidate with the baseline reruns and record the verdict.
+
+    With ``adopt``, an ADOPT verdict (or any verdict with ``force``) launches the next
+    baseline version with the candidate's values.
+    """
     spec = study_spec(study)
     trials = store.list_trials(study.id)
     pending = [t for t in trials if t.kind in (RERUN, BASELINE) and not t.state.is_finished()]
@@ -122,19 +126,26 @@ def decide(store: Storage, study: Study, adopt: bool = False, alpha: float = 0.0
     note = complexity_note(cand_params, baseline.config)
     stats = {
         "candidate_values": cand_values, "baseline_values": base_values,
-        "comparison": {k: getattr(comparison, k) for k in comparison.__dataclass_fields__},
+        "comparison": comparison.to_dict(),
         "protocol": spec.protocol(),
     }
-    decision = store.record_decision(
+    decision = _same_as_last(store, study, stats) or store.record_decision(
         study.experiment_id, study.id, comparison.verdict, cand_params, baseline.version,
         comparison.test, stats, comparison.reason, note,
     )
     new_baseline = None
-    if adopt:
-        if comparison.verdict != "adopt" and not force:
-            raise StoreError(f"verdict is {comparison.verdict}, not adopt: {comparison.reason} (use --force to adopt anyway)")
+    if adopt and (comparison.verdict == "adopt" or force):
         new_baseline = store.add_baseline(
             study.experiment_id, {**baseline.config, **cand_params}, baseline.metric, baseline.mode,
             baseline.max_train_steps, note=f"adopted from study {study.name!r} (decision {decision.id})",
         )
     return DecisionResult(comparison, cand_params, baseline, note, spec.protocol(), decision, new_baseline)
+
+
+def _same_as_last(store: Storage, study: Study, stats: Mapping[str, Any]) -> Decision | None:
+    """The study's latest decision if it judged exactly these reruns (no duplicate records)."""
+    mine = [d for d in store.list_decisions(study.experiment_id) if d.study_id == study.id]
+    if mine and all(json.dumps(mine[-1].stats.get(k)) == json.dumps(stats[k])
+                    for k in ("candidate_values", "baseline_values")):
+        return mine[-1]
+    return None

@@ -102,6 +102,8 @@ def _fmt(value: Any) -> str:
 
 def format_value(value: Any) -> str:
     """A short, stable rendering of a hyperparameter value for tables and plots."""
+    if value is None:
+        return "—"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):

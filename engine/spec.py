@@ -52,6 +52,7 @@ class StudySpec:
     experiment: str = ""
     scientific_mode: str = "per_value"
     fuse: str | int = "auto"
+    target: float | None = None  # a metric value to reach (batch-size scaling studies)
     fixed: Mapping[str, Scalar] = field(default_factory=dict)
     nuisance: tuple[Param, ...] = ()
     scientific: tuple[Param, ...] = ()
@@ -95,7 +96,7 @@ class StudySpec:
             "max_train_steps": self.max_train_steps, "eval_every": self.eval_every,
             "budget": self.budget, "search": self.search, "seed": self.seed, "goal": self.goal,
             "experiment": self.experiment, "scientific_mode": self.scientific_mode,
-            "fuse": self.fuse, "fixed": dict(self.fixed),
+            "fuse": self.fuse, "target": self.target, "fixed": dict(self.fixed),
             "nuisance": [_param_to_dict(p) for p in self.nuisance],
             "scientific": [_param_to_dict(p) for p in self.scientific],
             "source": self.source,
@@ -136,6 +137,7 @@ def spec_from_dict(d: Mapping[str, Any]) -> StudySpec:
         eval_every=d["eval_every"], budget=d["budget"], search=d["search"], seed=d["seed"],
         goal=d.get("goal", ""), experiment=d.get("experiment", ""),
         scientific_mode=d.get("scientific_mode", "per_value"), fuse=d.get("fuse", "auto"),
+        target=d.get("target"),
         fixed=dict(d.get("fixed", {})),
         nuisance=tuple(_param_from_dict(p) for p in d.get("nuisance", [])),
         scientific=tuple(_param_from_dict(p) for p in d.get("scientific", [])),
@@ -149,7 +151,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _STUDY_KEYS = {
     "name", "workload", "goal", "metric", "mode", "max_train_steps", "eval_every", "budget",
-    "search", "seed", "scientific_mode", "fuse", "experiment",
+    "search", "seed", "scientific_mode", "fuse", "experiment", "target",
 }
 _REQUIRED = ("name", "workload", "max_train_steps", "budget")
 _TABLES = {"study", "fixed", "nuisance", "scientific"}
@@ -302,6 +304,9 @@ def _build(ck: _Checker, data: Mapping[str, Any], study: Mapping[str, Any], reso
     search = _choice(ck, study, "search", SEARCH_METHODS, "quasi_random")
     sci_mode = _choice(ck, study, "scientific_mode", SCIENTIFIC_MODES, "per_value")
     fuse = _fuse(ck, study.get("fuse", "auto"))
+    target = study.get("target")
+    if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
+        raise ck.fail("study", "target", f"must be a number (the {metric} to reach), got {target!r}")
     for key in ("goal", "experiment"):
         if not isinstance(study.get(key, ""), str):
             raise ck.fail("study", key, "must be a string")
@@ -318,6 +323,7 @@ def _build(ck: _Checker, data: Mapping[str, Any], study: Mapping[str, Any], reso
         name=name, workload=workload, metric=metric, mode=mode, max_train_steps=max_steps,
         eval_every=eval_every, budget=budget, search=search, seed=seed,
         goal=study.get("goal", ""), experiment=experiment, scientific_mode=sci_mode, fuse=fuse,
+        target=None if target is None else float(target),
         fixed=fixed, nuisance=nuisance, scientific=scientific, source=ck.path,
     )
     _check_search(ck, spec)

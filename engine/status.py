@@ -49,7 +49,8 @@ def _duration(seconds: float | None) -> str:
 
 
 def best_trial(trials: list[Trial], mode: str) -> Trial | None:
-    feasible = [t for t in trials if t.best_value is not None and not t.state.is_infeasible()]
+    feasible = [t for t in trials if t.best_value is not None and t.kind == "search"
+                and not t.state.is_infeasible()]
     if not feasible:
         return None
     key = (lambda t: t.best_value) if mode == "min" else (lambda t: -t.best_value)  # type: ignore[operator]

@@ -16,7 +16,7 @@ from engine.spec import StudySpec, spec_from_dict
 from engine.store.base import Experiment, NewTrial, Storage, StoreError, Study, Trial, TrialState
 
 # Keys of a stored spec that may change when a study is continued from its file.
-_MUTABLE_KEYS = {"budget", "goal", "source", "fuse", "base_config", "baseline_version"}
+_MUTABLE_KEYS = {"budget", "goal", "source", "fuse", "target", "base_config", "baseline_version", "complete"}
 
 
 class StudyConflict(StoreError):

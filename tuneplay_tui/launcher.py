@@ -19,7 +19,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tuneplay_tui.app import run_app
 
         return run_app(args)
-    return cli_main(args)
+    from tuneplay_tui.report_cli import register as register_report
+
+    return cli_main(args, extra=[register_report])
 
 
 def _wants_app(args: list[str]) -> bool:

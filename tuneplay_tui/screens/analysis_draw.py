@@ -63,11 +63,12 @@ def draw_curves(chart: Chart, diagnostics: Any, focus: int | None) -> None:
         chart.draw_message("curves: no finished trial with curves yet")
         return
     lines = []
+    has_focus = any(tc.trial_id == focus for tc in diagnostics.trials)
     for i, tc in enumerate(diagnostics.trials):
         s = next((s for s in tc.series if s.metric == diagnostics.metric), None)
         if s is None:
             continue
-        color = AMBER if tc.trial_id == focus else PALETTE[i % 2 * 4] if focus else PALETTE[i]
+        color = (AMBER if tc.trial_id == focus else MUTED) if has_focus else PALETTE[i % 5]
         lines.append(Line(f"#{tc.trial_id}", s.steps, s.values, color))
     lines.sort(key=lambda ln: ln.label == f"#{focus}")
     chart.border_title = f"curves of the best {len(lines)} · {diagnostics.metric} · v: next view"
@@ -84,4 +85,4 @@ def draw_budget(chart: Chart, bvt: Any) -> None:
              Line("median", bvt.n, bvt.median, BLUE)]
     chart.border_title = f"best {bvt.metric} vs number of trials (bootstrap) · v: next view"
     chart.border_subtitle = legend([("━", "median", BLUE), ("━", "10-90%", MUTED)])
-    chart.draw_lines(lines, xlabel="trials")
+    chart.draw_lines(lines, xlabel="trials", clip=False)

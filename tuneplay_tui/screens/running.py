@@ -107,13 +107,14 @@ Select trials with `space` to act on several at once.
     def _summary(self, name: str, metric: str, mode: str, trials: Sequence[Trial]) -> Content:
         counts = self.state.state_counts()
         order = ("RUNNING", "COMPLETED", "DIVERGED", "FAILED", "PAUSED", "CANCELLED", "QUEUED")
-        parts: list[Any] = [(f'"{name}" ', "bold")]
+        parts: list[Any] = []
         for s in order:
             if counts.get(s):
-                parts += [(f"{counts[s]} {fmt.STATE_WORD[s]}", fmt.STATE_STYLE[s]), " · "]
+                sep = " · " if parts else ""
+                parts += [sep, (f"{counts[s]} {fmt.STATE_WORD[s]}", fmt.STATE_STYLE[s])]
         best = best_trials(trials, mode, 1)
         if best:
-            parts += ["  best ", (f"{metric} {fmt.metric(best[0].best_value)}", "bold"),
+            parts += ["   best ", (f"{metric} {fmt.metric(best[0].best_value)}", "bold"),
                       f" (#{best[0].id})"]
         eta = study_eta(trials)
         if eta is not None:

@@ -68,6 +68,39 @@ def thin(x: Sequence[float], y: Sequence[float], limit: int) -> tuple[list[float
     return [x[i] for i in idx], [y[i] for i in idx]
 
 
+def _padded(bounds: tuple[float, float], log: bool, share: float) -> tuple[float, float]:
+    """Axis limits with a margin; plotext wants log10 limits on a log axis."""
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if log:
+        a, b = math.log10(lo), math.log10(hi)
+        pad = (b - a) * share
+        return a - pad, b + pad
+    pad = (hi - lo) * share or 1.0
+    return lo - pad, hi + pad
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> tuple[list[float], list[str]]:
+    """Round-number ticks (1, 2, 2.5, 5 x 10^k steps) covering [lo, hi]."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        return [lo], [fmt_value(lo)]
+    raw = (hi - lo) / max(n - 1, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    start = math.ceil(lo / step) * step
+    ticks = [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
+    labels = [str(int(t)) if float(t).is_integer() else fmt_value(t) for t in ticks]
+    return ticks, labels
+
+
+def clip_range(values: Sequence[float], upper: float = 0.9) -> tuple[float, float] | None:
+    """A y range that shows where curves settle: min .. the 90th percentile (early spikes cut)."""
+    ys = sorted(v for v in values if v is not None and math.isfinite(v))
+    if len(ys) < 4:
+        return None
+    lo, top = ys[0], ys[min(int(len(ys) * upper), len(ys) - 1)]
+    return (lo, top) if top > lo else None
+
+
 def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
     """Decade ticks inside [low, high] (plus the ends when there are few)."""
     lo, hi = math.floor(math.log10(low)), math.ceil(math.log10(high))
@@ -105,7 +138,7 @@ class Chart(PlotextPlot):
         self.refresh()
 
     def draw_lines(self, lines: Sequence[Line], *, xlabel: str = "", log_y: bool = False,
-                   x_range: tuple[float, float] | None = None) -> None:
+                   x_range: tuple[float, float] | None = None, clip: bool = True) -> None:
         """Curves over steps (left axis; ``right=True`` lines use the right axis)."""
         if not any(len(line.x) for line in lines):
             self.draw_message("no curve points yet")
@@ -124,8 +157,14 @@ class Chart(PlotextPlot):
                      yside="right" if line.right else "left")
         if log_y:
             plt.yscale("log")
+        xs_all = [x for line in lines for x in line.x]
+        lo, hi = x_range or (min(xs_all), max(xs_all))
+        plt.xticks(*nice_ticks(lo, hi))
         if x_range is not None:
             plt.xlim(*x_range)
+        y_range = clip_range([y for line in lines if not line.right for y in line.y]) if clip else None
+        if y_range is not None and not log_y:
+            plt.ylim(*_padded(y_range, False, 0.05))
         if xlabel:
             plt.xlabel(xlabel)
         self.refresh()
@@ -134,7 +173,8 @@ class Chart(PlotextPlot):
                     x_range: tuple[float, float] | None = None,
                     categories: Sequence[Any] | None = None,
                     vlines: Sequence[float] = (), ylabel: str = "",
-                    y_range: tuple[float, float] | None = None) -> None:
+                    y_range: tuple[float, float] | None = None, log_y: bool = False,
+                    y_categories: Sequence[Any] | None = None) -> None:
         """Scatter groups (later groups drawn on top); categorical x uses indices."""
         plt = self._fresh()
         for g in groups:
@@ -150,11 +190,16 @@ class Chart(PlotextPlot):
             if x_range is not None:
                 plt.xticks(*log_ticks(*x_range))
         if x_range is not None and categories is None:
-            lo, hi = x_range
-            pad = (math.log10(hi / lo) if log_x else (hi - lo)) * 0.03
-            plt.xlim(lo / 10**pad, hi * 10**pad) if log_x else plt.xlim(lo - pad, hi + pad)
-        if y_range is not None:
-            plt.ylim(*y_range)
+            plt.xlim(*_padded(x_range, log_x, 0.03))
+        if y_categories is not None:
+            plt.yticks(list(range(len(y_categories))), [fmt_value(c) for c in y_categories])
+            plt.ylim(-0.6, len(y_categories) - 0.4)
+        elif log_y:
+            plt.yscale("log")
+            if y_range is not None:
+                plt.yticks(*log_ticks(*y_range))
+        if y_range is not None and y_categories is None:
+            plt.ylim(*_padded(y_range, log_y, 0.05))
         if ylabel:
             plt.ylabel(ylabel)
         self.refresh()

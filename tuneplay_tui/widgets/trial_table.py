@@ -16,10 +16,11 @@ from textual.widgets import DataTable
 from engine.store.base import Trial
 from tuneplay_tui import format as fmt
 
-BAR = 8
+BAR = 6
+STEPS = 11
 BASE_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("trial", "trial", 6), ("state", "state", 9), ("progress", "step / max", BAR + 12),
-    ("best", "best", 8), ("at", "best@", 6), ("dev", "dev", 5), ("eta", "ETA", 6),
+    ("trial", "trial", 6), ("state", "state", 9), ("progress", "step / max", BAR + 1 + STEPS),
+    ("best", "best", 8), ("at", "best@", 5), ("dev", "dev", 4), ("eta", "ETA", 5),
 )
 FILTERS: dict[str, tuple[str, ...] | None] = {
     "all": None,
@@ -50,7 +51,7 @@ def row_cells(t: Trial, hp_names: Sequence[str], marked: bool) -> tuple[Any, ...
     state = t.state.value
     frac = t.steps_done / t.max_train_steps if t.max_train_steps else 0.0
     steps = f"{t.steps_done}/{t.max_train_steps}"
-    progress = Text(fmt.bar(frac, BAR) + " " + steps.rjust(11),
+    progress = Text(fmt.bar(frac, BAR) + " " + steps.rjust(STEPS),
                     style=fmt.STATE_STYLE.get(state, "") if state == "RUNNING" else "")
     if state == "DIVERGED":
         best = Text(f"nan@{t.steps_done}", style=fmt.RED)

@@ -1,0 +1,159 @@
+"""CLI commands of the decision stage and the batch-size probe: ``rerun``, ``decide``, ``probe-batch``.
+
+(``report`` draws charts, so it lives with the app in :mod:`tuneplay_tui.report_cli`.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from engine.cli import UserError, open_existing_store
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("rerun", help="rerun the best configurations and the baseline with new seeds")
+    p.add_argument("study", metavar="STUDY")
+    p.add_argument("--best", type=int, default=1, metavar="K", help="how many of the best configurations (default 1)")
+    p.add_argument("--seeds", type=int, default=5, metavar="N", help="new seeds for each (default 5)")
+    p.set_defaults(handler=cmd_rerun)
+
+    p = sub.add_parser("decide", help="compare the rerun candidate with the baseline and record the verdict")
+    p.add_argument("study", metavar="STUDY")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    p.add_argument("--adopt", action="store_true", help="on an ADOPT verdict, launch the next baseline version")
+    p.add_argument("--force", action="store_true", help="with --adopt: adopt whatever the verdict")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(handler=cmd_decide)
+
+    p = sub.add_parser("probe-batch", help="examples/s and memory at powers of two; recommend a batch size")
+    p.add_argument("workload", metavar="WORKLOAD", help="e.g. builtin:digits-mlp")
+    p.add_argument("--max-batch", type=int, default=4096, metavar="N")
+    p.add_argument("--min-batch", type=int, default=8, metavar="N")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a hyperparameter for the probe (repeatable)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(handler=cmd_probe)
+
+
+def _study(store: Any, name: str) -> Any:
+    study = store.find_study(name)
+    if study is None:
+        names = ", ".join(s.name for s in store.list_studies()) or "none yet"
+        raise UserError(f"no study named {name!r} (studies: {names})")
+    return study
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from engine.decisions import plan_reruns
+    from engine.runner.control import start_engine
+
+    store = open_existing_store(args)
+    study = _study(store, args.study)
+    if not 1 <= args.best <= 100 or not 1 <= args.seeds <= 1000:
+        raise UserError("--best must be 1-100 and --seeds 1-1000")
+    plan = plan_reruns(store, study, args.best, args.seeds)
+    print(f"enqueued {len(plan.trials)} reruns of study {study.name!r}: "
+          f"{len(plan.candidates)} candidate(s) and the baseline, {len(plan.seeds)} new seeds each")
+    for i, c in enumerate(plan.candidates, 1):
+        print(f"  candidate {i}: " + ", ".join(f"{k}={v}" for k, v in c.items()))
+    print("  baseline:    " + ", ".join(f"{k}={v}" for k, v in plan.baseline.items()))
+    start_engine(_ws(args))
+    print(f"when they finish: tuneplay decide {study.name}")
+    return 0
+
+
+def _ws(args: argparse.Namespace) -> Any:
+    from engine.cli import workspace_dir
+
+    return workspace_dir(args)
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from engine.decisions import decide
+
+    if not 0 < args.alpha < 1:
+        raise UserError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    store = open_existing_store(args)
+    study = _study(store, args.study)
+    result = decide(store, study, adopt=args.adopt, alpha=args.alpha, force=args.force)
+    if args.format == "json":
+        print(json.dumps(decision_dict(result), indent=1, default=str))
+    else:
+        print(decision_text(result))
+    if args.adopt and result.new_baseline is None:
+        print(f"not adopted: the verdict is {result.comparison.verdict}, not adopt "
+              "(--force adopts anyway)")
+        return 1
+    return 0
+
+
+def decision_dict(result: Any) -> dict[str, Any]:
+    c = result.comparison
+    return {
+        "decision_id": result.decision.id, "verdict": c.verdict, "reason": c.reason,
+        "candidate": result.candidate, "baseline_version": result.baseline.version,
+        "comparison": c.to_dict(), "complexity": result.complexity, "protocol": result.protocol,
+        "new_baseline_version": result.new_baseline.version if result.new_baseline else None,
+    }
+
+
+def decision_text(result: Any) -> str:
+    from engine.space import format_value as f
+
+    c = result.comparison
+    cand = ", ".join(f"{k}={f(v)}" for k, v in result.candidate.items())
+    lines = [
+        f"candidate: {cand}   vs   baseline v{result.baseline.version}",
+        f"reruns: candidate {f(c.mean_candidate)} ±{f(c.std_candidate)} (n={c.n_candidate})   "
+        f"baseline {f(c.mean_baseline)} ±{f(c.std_baseline)} (n={c.n_baseline})",
+        f"test: {c.test}: t = {f(c.t_statistic)}, p = {f(c.p_value)}, "
+        f"95% interval of the difference [{f(c.ci_low)}, {f(c.ci_high)}]",
+        f"verdict: {c.verdict.upper()} — {c.reason}",
+        f"complexity: {result.complexity}",
+        f"protocol: {result.protocol}",
+        f"recorded as decision {result.decision.id}",
+    ]
+    if result.new_baseline:
+        lines.append(f"adopted: baseline v{result.new_baseline.version} launched with the candidate's values")
+    return "\n".join(lines)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from engine.analysis import recommend_batch_size
+    from engine.probe import probe_batch
+    from engine.workloads.registry import WorkloadError
+
+    hp = dict(_parse_set(s) for s in args.set)
+    try:
+        rows = probe_batch(args.workload, hp, args.max_batch, args.device, args.min_batch)
+    except (WorkloadError, ValueError) as exc:
+        raise UserError(f"{args.workload}: {exc}") from None
+    rec = recommend_batch_size(rows)
+    if args.format == "json":
+        print(json.dumps({"probes": rows, "recommended": rec.batch_size, "reason": rec.reason}, indent=1))
+        return 0
+    print(f"{'batch':>7} {'examples/s':>12} {'step ms':>9} {'peak memory':>12}  gain")
+    for p in rec.probes:
+        row = next(r for r in rows if r["batch_size"] == p.batch_size)
+        if p.oom:
+            print(f"{p.batch_size:>7} {'out of memory':>12}")
+            continue
+        gain = "" if p.gain_over_previous is None else f"{p.gain_over_previous:+.0%}"
+        mem = f"{(p.peak_mem_bytes or 0) / 2**20:,.0f} MiB"
+        print(f"{p.batch_size:>7} {p.examples_per_s:>12,.0f} {row.get('step_ms', 0):>9.2f} {mem:>12}  {gain}")
+    print(f"recommended batch size: {rec.batch_size} — {rec.reason}")
+    print("(batch size sets training speed, not validation performance: re-tune the learning rate when you change it)")
+    return 0
+
+
+def _parse_set(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected NAME=VALUE")
+    name, raw = text.split("=", 1)
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name, value

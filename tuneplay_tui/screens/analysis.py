@@ -1,0 +1,260 @@
+"""4 Analysis: findings first; the plots beside them follow the selected finding."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.content import Content
+from textual.widgets import DataTable, OptionList, Static
+
+from tuneplay_tui import format as fmt
+from tuneplay_tui.messages import AnalysisReady
+from tuneplay_tui.screens.analysis_draw import draw_axis, draw_budget, draw_curves
+from tuneplay_tui.screens.base import StageScreen
+from tuneplay_tui.state import finished_count
+from tuneplay_tui.widgets.charts import Chart
+from tuneplay_tui.widgets.findings import FindingsList
+from tuneplay_tui.widgets.panels import checkpoints_content, infeasible_content, isolation_content
+
+VIEWS = ("curves", "isolation", "checkpoints", "budget")
+VIEW_OF_KIND = {
+    "overfitting": "curves", "high_variance": "curves", "still_improving": "curves",
+    "saturated_early": "curves", "train_loss_rising": "curves", "clean_curve": "curves",
+    "isolation": "isolation", "best_checkpoint_early": "checkpoints",
+    "best_checkpoint_late": "checkpoints", "best_checkpoint_ok": "checkpoints",
+    "budget_sensitivity": "budget",
+}
+
+
+class AnalysisScreen(StageScreen):
+    STAGE = "analysis"
+    TITLE_TEXT = "4 Analysis — what the study says"
+    HELP = """
+Before drawing conclusions, check the study can support them (playbook: "Extracting insight
+from experimental results"):
+
+* **Axis plots** — each trial at its best validation value against one hyperparameter,
+  infeasible trials marked. If the best trials crowd an **edge of the range**, the optimum
+  may lie outside it: expand the range and rerun (the boundary finding says to what).
+* **Sampling density** — too few trials in the good region and its shape is a guess.
+* **Curves of the best trials** — problematic overfitting, high late variance, still
+  improving at the end (train longer), saturated early (train shorter).
+* **Isolation plot** — for each scientific value, the best result over the nuisance
+  hyperparameters: the fair comparison the study was designed for.
+* **Best checkpoints** — piling up at the end says max_train_steps is too short.
+* **Infeasible fraction** — diverged/failed trials and where they concentrate.
+
+Findings come warn first. `enter` lists the trials behind a finding; `enter` on a trial
+opens it on the running screen with its curves.
+"""
+    BINDINGS = [
+        Binding("enter", "trials", "Trials behind", show=False),
+        Binding("left_square_bracket", "axis(-1)", "Prev hp"),
+        Binding("right_square_bracket", "axis(1)", "Next hp"),
+        Binding("v", "view", "Next view"),
+        Binding("R", "reanalyze", "Re-analyse"),
+        Binding("escape", "back", "Findings", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.report: Any = None
+        self.report_key: tuple[int, int] | None = None
+        self._pending: tuple[int, int] | None = None
+        self.axis_index = 0
+        self.view = "curves"
+
+    def compose_body(self) -> ComposeResult:
+        yield Static(id="an-summary", classes="summary")
+        with Vertical(id="an-left"):
+            findings = FindingsList(id="findings")
+            findings.border_title = "findings"
+            yield findings
+            table: DataTable[Any] = DataTable(id="finding-trials", cursor_type="row")
+            table.border_title = "trials behind the finding"
+            yield table
+        with Vertical(id="an-right"):
+            yield Chart(id="axis-chart")
+            yield Chart(id="detail-chart")
+            yield Static(id="detail-text")
+
+    # ------------------------------------------------------------- data
+    def update_view(self) -> None:
+        s = self.state.study_summary()
+        if s is None:
+            self.query_one("#an-summary", Static).update(
+                "No study to analyse yet: design one on screen 2, run it, come back here.")
+            return
+        key = (s.study.id, finished_count(s.counts))
+        if key != self.report_key and key != self._pending:
+            self._pending = key
+            sid = s.study.id
+            self.run_worker(lambda: self._analyze(sid, key[1]), thread=True, group="analysis",
+                            name="analysis", exit_on_error=False)
+        if self.report_key is None or self.report_key[0] != s.study.id:
+            self.query_one("#an-summary", Static).update(f'analysing "{s.study.name}"…')
+
+    def _analyze(self, study_id: int, n_finished: int) -> None:
+        try:
+            report = self.facade.analyze(study_id)
+        except Exception as exc:
+            self.post_message(AnalysisReady(study_id, error=fmt.one_line(exc), n_finished=n_finished))
+            return
+        self.post_message(AnalysisReady(study_id, report, n_finished=n_finished))
+
+    def on_analysis_ready(self, message: AnalysisReady) -> None:
+        self._pending = None
+        if message.study_id != self.state.study_id:
+            self.refresh_view()
+            return
+        self.report_key = (message.study_id, message.n_finished)
+        if message.error is not None:
+            self.notify(message.error, title="analysis failed", severity="error")
+            return
+        self.report = message.report
+        self._draw_all()
+
+    # ------------------------------------------------------------- drawing
+    def _draw_all(self) -> None:
+        r = self.report
+        best = (f" · best {r.metric} {fmt.metric(r.best.value)} (#{r.best.trial_id})"
+                if r.best else "")
+        self.query_one("#an-summary", Static).update(Content.assemble(
+            f"{r.n_trials} trials · {r.n_feasible} results", best, f" · top {r.top_k} · ",
+            infeasible_content(r.infeasible)))
+        findings = self.query_one(FindingsList)
+        findings.border_title = f"findings ({len(r.findings)}) · enter: trials behind"
+        findings.set_findings(r.findings)
+        self._follow_finding()
+
+    def _follow_finding(self) -> None:
+        """Point the axis plot and the detail view at what the selected finding is about."""
+        f = self.query_one(FindingsList).current()
+        names = [a.name for a in self.report.axis_plots] if self.report else []
+        if f is not None:
+            subject = f.subject
+            if f.kind == "infeasible_fraction":
+                subject = next((c.name for c in getattr(self.report.infeasible, "concentrations", ())
+                                if c.notable), subject)
+            if subject in names:
+                self.axis_index = names.index(subject)
+            self.view = VIEW_OF_KIND.get(f.kind, self.view)
+        self._draw_axis()
+        self._draw_detail()
+        self._list_trials()
+
+    def _draw_axis(self) -> None:
+        chart = self.query_one("#axis-chart", Chart)
+        if not self.report or not self.report.axis_plots:
+            chart.border_title = "axis plot"
+            chart.draw_message("no searched hyperparameters")
+            return
+        self.axis_index %= len(self.report.axis_plots)
+        axis = self.report.axis_plots[self.axis_index]
+        f = self.query_one(FindingsList).current()
+        marked = f.trial_ids if f is not None and f.kind != "best_checkpoint_ok" else ()
+        chart.border_title = (f"axis plot: {axis.name} ({axis.scale}, {axis.role}) · "
+                              f"{self.axis_index + 1}/{len(self.report.axis_plots)} [ ]")
+        band = f is not None and f.kind == "boundary" and f.subject == axis.name
+        draw_axis(chart, axis, marked, band)
+
+    def _draw_detail(self) -> None:
+        chart = self.query_one("#detail-chart", Chart)
+        text = self.query_one("#detail-text", Static)
+        r = self.report
+        as_text = self.view in ("isolation", "checkpoints")
+        chart.display, text.display = not as_text, as_text
+        f = self.query_one(FindingsList).current()
+        if self.view == "curves":
+            focus = f.trial_ids[0] if f is not None and f.subject.startswith("trial") else None
+            draw_curves(chart, r.curves, focus)
+        elif self.view == "budget":
+            draw_budget(chart, r.best_vs_trials)
+        elif self.view == "isolation":
+            text.border_title = "isolation · v: next view"
+            parts = [isolation_content(p, text.size.width or 60) for p in r.isolation]
+            text.update(Content("\n").join(parts) if parts else Content.styled(
+                "isolation: the study has no scientific hyperparameter", "$foreground-muted"))
+        else:
+            text.border_title = "where the best checkpoints land · v: next view"
+            text.update(checkpoints_content(r.best_checkpoints))
+
+    def _list_trials(self) -> None:
+        table = self.query_one("#finding-trials", DataTable)
+        f = self.query_one(FindingsList).current()
+        table.clear(columns=True)
+        if f is None or not self.report:
+            return
+        names = [a.name for a in self.report.axis_plots]
+        table.add_column("trial", key="trial", width=6)
+        table.add_column("state", key="state", width=9)
+        table.add_column("best", key="best", width=8)
+        table.add_column("best@", key="at", width=6)
+        for n in names:
+            table.add_column(n[:12], key=n, width=max(8, min(len(n), 12)))
+        by_id = {t.id: t for t in self.state.study_trials()}
+        for tid in f.trial_ids[:200]:
+            t = by_id.get(tid)
+            if t is None:
+                table.add_row(Text(str(tid)), "", "", "", *([""] * len(names)), key=str(tid))
+                continue
+            table.add_row(Text(f"{t.id}", style="bold"), fmt.state_text(t.state.value),
+                          fmt.metric(t.best_value), "" if t.best_step is None else str(t.best_step),
+                          *[fmt.value(t.params.get(n)) for n in names], key=str(tid))
+        table.border_title = (f"trials behind: {f.kind.replace('_', ' ')} "
+                              f"({len(f.trial_ids)}) · enter: open in running")
+
+    # ------------------------------------------------------------- actions
+    @on(OptionList.OptionHighlighted, "#findings")
+    def _finding_moved(self) -> None:
+        if self.report is not None:
+            self._follow_finding()
+
+    @on(OptionList.OptionSelected, "#findings")
+    def _finding_chosen(self) -> None:
+        self.action_trials()
+
+    def action_trials(self) -> None:
+        table = self.query_one("#finding-trials", DataTable)
+        if self.focused is table:
+            self._open_trial()
+            return
+        if table.row_count:
+            table.focus()
+            table.move_cursor(row=0)
+        else:
+            self.notify("This finding rests on no particular trial.", severity="information")
+
+    @on(DataTable.RowSelected, "#finding-trials")
+    def _trial_chosen(self) -> None:
+        self._open_trial()
+
+    def _open_trial(self) -> None:
+        table = self.query_one("#finding-trials", DataTable)
+        if not table.row_count:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        self.tuneplay.show_trial(int(str(key)))
+
+    def action_back(self) -> None:
+        self.query_one(FindingsList).focus()
+
+    def action_axis(self, step: int) -> None:
+        if self.report and self.report.axis_plots:
+            self.axis_index = (self.axis_index + step) % len(self.report.axis_plots)
+            self._draw_axis()
+
+    def action_view(self) -> None:
+        if self.report is None:
+            return
+        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
+        self._draw_detail()
+
+    def action_reanalyze(self) -> None:
+        self.report_key = None
+        self.refresh_view()

@@ -1,0 +1,1 @@
+"""Reusable widgets: the stage header, charts, the trial table, findings, text panels."""
