@@ -102,7 +102,7 @@ def enqueue(store: Storage, study: Study, initial_bayes: int = 4) -> list[Trial]
         if missing <= 0:
             return []
         start = store.reserve_points(study.id, missing)
-        return store.add_trials(study.id, quasi_random_trials(spec, start, missing))
+        return store.add_trials(study.id, _grouped(study, spec, quasi_random_trials(spec, start, missing)))
     existing = store.list_trials(study.id)
     pending = sum(1 for t in existing if not t.state.is_finished())
     return _ask_bayes(store, study, spec, existing, max(0, initial_bayes - pending))
@@ -115,7 +115,7 @@ def _ask_bayes(store: Storage, study: Study, spec: StudySpec, existing: Sequence
         return []
     start = store.reserve_points(study.id, n)
     new = bayes_trials(spec, existing, n, first_index=start)
-    return store.add_trials(study.id, new) if new else []
+    return store.add_trials(study.id, _grouped(study, spec, new)) if new else []
 
 
 def top_up_bayesian(store: Storage, free_slots: int) -> list[Trial]:
@@ -146,7 +146,14 @@ def add_trials(store: Storage, study: Study, n_points: int) -> list[Trial]:
 def enqueue_reruns(store: Storage, study: Study, configs: Sequence[Mapping[str, Any]], seeds: Sequence[int], label: str = "rerun") -> list[Trial]:
     """Enqueue each config once per seed (kind ``label``): the decision stage's seed reruns."""
     new = [NewTrial(params=dict(c), seed=s, kind=label) for c in configs for s in seeds]
-    return store.add_trials(study.id, new)
+    return store.add_trials(study.id, _grouped(study, study_spec(study), new))
+
+
+def _grouped(study: Study, spec: StudySpec, trials: Sequence[NewTrial]) -> list[NewTrial]:
+    """Tag trials that can train fused together (same shapes, same workload)."""
+    from engine.runner.grouping import with_group_keys
+
+    return with_group_keys(spec, study.spec.get("base_config", {}), trials)
 
 
 def cancel(store: Storage, trial_ids: Sequence[int]) -> int:

@@ -466,3 +466,24 @@ def test_store_pickles_for_spawned_workers(tmp_path: Path) -> None:
     sid = _study(store)
     copy = pickle.loads(pickle.dumps(store))  # reconnects on its own
     assert copy.path == store.path and copy.get_study(sid).name == "wd"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_grouped_claim_takes_the_oldest_and_its_group(kind: str, tmp_path: Path) -> None:
+    from engine.store import MemoryStorage, open_store
+    from engine.store.base import NewTrial
+
+    store = open_store(tmp_path / "ws") if kind == "sqlite" else MemoryStorage()
+    exp = store.create_experiment("e", "builtin:digits-mlp")
+    study = store.create_study(exp.id, "s", {"max_train_steps": 10}, 0)
+    keys = ["A", "B", "A", "", "A", "A", "B"]
+    store.add_trials(study.id, [NewTrial({"i": i}, seed=i, group_key=k) for i, k in enumerate(keys)])
+    assert store.next_queued_group_key() == "A"
+    first = store.claim_trials("w", "cpu", limit=3, group=True)
+    assert [t.params["i"] for t in first] == [0, 2, 4]
+    second = store.claim_trials("w", "cpu", limit=3, group=True)
+    assert [t.params["i"] for t in second] == [1, 6]
+    third = store.claim_trials("w", "cpu", limit=3, group=True)
+    assert [t.params["i"] for t in third] == [3]  # an empty key never groups
+    assert [t.params["i"] for t in store.claim_trials("w", "cpu", limit=3, group=True)] == [5]
+    assert store.next_queued_group_key() is None

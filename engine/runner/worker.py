@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from engine.runner.context import StopReason, TrialContext
+from engine.runner.grouping import group_size
 from engine.spec import spec_from_dict
 from engine.store import open_store
 from engine.store.base import Storage, Study, Trial, TrialProgress, TrialState
@@ -67,9 +68,28 @@ class Worker:
                 time.sleep(IDLE_POLL_SECONDS)
 
     def claim(self) -> list[Trial]:
-        if not self.store.has_queued():
+        """The oldest queued trial, with as many of its fusion group as this worker takes."""
+        key = self.store.next_queued_group_key()
+        if key is None:
             return []
-        return self.store.claim_trials(self.name, self.label, limit=self.group_size)
+        limit = min(self.group_size, group_size(key, self.device, self._auto_group(key)))
+        if limit > 1 and not _fused_available():
+            limit = 1
+        return self.store.claim_trials(self.name, self.label, limit=limit, group=True)
+
+    def _auto_group(self, key: str) -> int | None:
+        if not key.startswith("auto|") or self.device == "cpu":
+            return None
+        try:
+            from engine.workloads.fused import auto_group_size
+        except ImportError:
+            return None
+        trial_study = self.store.list_trials(states=[TrialState.QUEUED])[:1]
+        if not trial_study:
+            return None
+        study = self._study(trial_study[0].study_id)
+        info = resolve_workload(study.spec["workload"])
+        return auto_group_size(info, {**study.spec.get("base_config", {}), **trial_study[0].params}, self.device)
 
     def stop(self, *_: Any) -> None:
         """Finish the current step, checkpoint, leave running trials PAUSED, then exit."""
@@ -79,7 +99,10 @@ class Worker:
 
     # -- running ---------------------------------------------------------------------
     def run_trials(self, trials: Sequence[Trial]) -> None:
-        """Run a claimed group (one after another until fused training arrives)."""
+        """Run a claimed group: fused as one computation when the workload can, else in turn."""
+        if len(trials) > 1 and self._fused_function(trials[0]) is not None:
+            self.run_fused(trials)
+            return
         for trial in trials:
             if self.stopping:
                 self.store.set_state([trial.id], TrialState.QUEUED, only_from=[TrialState.RUNNING])
@@ -111,6 +134,46 @@ class Worker:
         finally:
             self.current = []
         self._finish(ctx, trial, state, error, time.monotonic() - started)
+
+    def run_fused(self, trials: Sequence[Trial]) -> None:
+        """Train the group as one computation; each trial still ends on its own."""
+        study = self._study(trials[0].study_id)
+        spec = spec_from_dict(study.spec)
+        contexts = []
+        for trial in trials:
+            ctx = TrialContext(
+                self.store, trial, spec.metric, spec.mode, spec.eval_every,
+                self.workspace / "checkpoints" / str(trial.id), self.device,
+            )
+            self._restore_best(ctx, trial)
+            contexts.append(ctx)
+        self.current = contexts
+        started = time.monotonic()
+        error, state = "", TrialState.COMPLETED
+        try:
+            hps = [{**self._study(t.study_id).spec.get("base_config", {}), **t.params} for t in trials]
+            fused = self._fused_function(trials[0])
+            assert fused is not None
+            fused(hps, contexts)
+        except Exception as exc:
+            state, error = TrialState.FAILED, _error_text(exc)
+            log.error("fused group %s failed:\n%s", [t.id for t in trials], traceback.format_exc())
+        finally:
+            self.current = []
+        seconds = time.monotonic() - started
+        log.info("fused group of %d trials took %.2f s", len(trials), seconds)
+        for ctx, trial in zip(contexts, trials):
+            self._finish(ctx, trial, state, error, seconds)
+
+    def _fused_function(self, trial: Trial) -> Callable[..., Any] | None:
+        ref = self._study(trial.study_id).spec.get("workload")
+        if not isinstance(ref, str) or not ref.startswith("builtin:"):
+            return None
+        try:
+            from engine.workloads.fused import FUSED
+        except ImportError:
+            return None
+        return FUSED.get(resolve_workload(ref).entry)
 
     def _finish(self, ctx: TrialContext, trial: Trial, state: TrialState, error: str, seconds: float) -> None:
         try:
@@ -179,6 +242,14 @@ class Worker:
                 ctx.request_stop(StopReason.CANCEL)
 
 
+def _fused_available() -> bool:
+    try:
+        import engine.workloads.fused  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 2000 else text[:2000] + "…"
@@ -227,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--label", default="", help="device name shown to users (gpu0, cpu)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--group-size", type=int, default=1)
+    parser.add_argument("--group-size", type=int, default=4096, help="most trials to train fused at once")
     parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args(argv)
     _die_with_parent()

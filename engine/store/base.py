@@ -88,6 +88,7 @@ class NewTrial:
     point_index: int = -1  # the search point it came from; trials sharing it form a pairing
     kind: str = "search"  # "search" | "rerun" | "baseline"
     max_train_steps: int | None = None  # None: the study's
+    group_key: str = ""  # trials with the same non-empty key may train fused in one worker
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class Trial:
     steps_done: int = 0
     wall_time: float = 0.0
     error: str = ""
+    group_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,11 +197,14 @@ class Storage(Protocol):
         self, study_id: int | None = None, states: Iterable[TrialState] | None = None
     ) -> list[Trial]: ...
     def claim_trials(
-        self, worker: str, device: str, limit: int = 1, study_id: int | None = None
+        self, worker: str, device: str, limit: int = 1, study_id: int | None = None,
+        group: bool = False,
     ) -> list[Trial]:
         """Atomically move up to ``limit`` QUEUED trials (oldest first) to RUNNING.
 
-        A trial is handed to exactly one caller; ``attempt`` goes up by one.
+        A trial is handed to exactly one caller; ``attempt`` goes up by one. With ``group``,
+        the claim is the oldest queued trial plus up to ``limit - 1`` more that share its
+        non-empty ``group_key`` (a group that can train fused).
         """
         ...
     def heartbeat(self, trial_ids: Sequence[int], steps_done: Mapping[int, Any] | None = None) -> dict[int, TrialState]:
@@ -210,6 +215,9 @@ class Storage(Protocol):
         ...
     def has_queued(self) -> bool:
         """Whether any trial is QUEUED (cheap; workers poll it while idle)."""
+        ...
+    def next_queued_group_key(self) -> str | None:
+        """The group key of the oldest QUEUED trial (None when nothing is queued)."""
         ...
     def finish_trial(self, trial_id: int, progress: TrialProgress) -> Trial:
         """Record the end of an attempt (any state but QUEUED/RUNNING)."""

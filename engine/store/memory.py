@@ -199,6 +199,7 @@ class MemoryStorage:
                     params=params[offset], seed=int(new.seed),
                     state=TrialState.QUEUED, attempt=0, point_index=new.point_index,
                     kind=new.kind, max_train_steps=steps[offset], created_at=now,
+                    group_key=new.group_key,
                 )
                 self._trials[trial.id] = trial
                 added.append(trial)
@@ -221,14 +222,21 @@ class MemoryStorage:
         ])
 
     def claim_trials(
-        self, worker: str, device: str, limit: int = 1, study_id: int | None = None
+        self, worker: str, device: str, limit: int = 1, study_id: int | None = None,
+        group: bool = False,
     ) -> list[Trial]:
         """Atomically move up to ``limit`` QUEUED trials (oldest first) to RUNNING."""
         def write() -> list[Trial]:
             queued = [
                 t for t in self._trials.values()
                 if t.state is TrialState.QUEUED and (study_id is None or t.study_id == study_id)
-            ][: max(0, limit)]
+            ]
+            if group and queued:
+                first = queued[0]
+                same = [t for t in queued[1:] if first.group_key and t.group_key == first.group_key]
+                queued = [first] + same[: max(0, limit - 1)]
+            else:
+                queued = queued[: max(0, limit)]
             now = time.time()
             for t in queued:
                 self._trials[t.id] = replace(
@@ -237,6 +245,13 @@ class MemoryStorage:
                 )
             return [self._trials[t.id] for t in queued]
         return self._locked(write)
+
+    def next_queued_group_key(self) -> str | None:
+        with self._lock:
+            for t in self._trials.values():
+                if t.state is TrialState.QUEUED:
+                    return t.group_key
+            return None
 
     def heartbeat(
         self, trial_ids: Sequence[int], steps_done: Mapping[int, Any] | None = None

@@ -257,10 +257,11 @@ class SQLiteStorage:
             for offset, new in enumerate(trials):
                 cur = conn.execute(
                     "INSERT INTO trials (study_id, number, params, seed, state, point_index, "
-                    "kind, max_train_steps, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "kind, max_train_steps, created_at, group_key) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (study_id, number + offset, to_json(new.params, "trial params"), int(new.seed),
                      TrialState.QUEUED.value, new.point_index, new.kind,
-                     trial_max_train_steps(study, new), now),
+                     trial_max_train_steps(study, new), now, new.group_key),
                 )
                 ids.append(cur.lastrowid or 0)
             return self._trials_by_ids(conn, ids)
@@ -288,15 +289,22 @@ class SQLiteStorage:
         return [trial_from_row(r) for r in rows]
 
     def claim_trials(
-        self, worker: str, device: str, limit: int = 1, study_id: int | None = None
+        self, worker: str, device: str, limit: int = 1, study_id: int | None = None,
+        group: bool = False,
     ) -> list[Trial]:
         """Atomically move up to ``limit`` QUEUED trials (oldest first) to RUNNING."""
-        sql, args = "SELECT id FROM trials WHERE state = 'QUEUED'", []
+        sql, args = "SELECT id, group_key FROM trials WHERE state = 'QUEUED'", []
         if study_id is not None:
             sql, args = sql + " AND study_id = ?", [study_id]
         sql += " ORDER BY id LIMIT ?"
         def write(conn: Connection) -> list[Trial]:
-            ids = [r[0] for r in conn.execute(sql, (*args, max(0, limit)))]
+            rows = conn.execute(sql, (*args, 1 if group else max(0, limit))).fetchall()
+            ids = [r[0] for r in rows]
+            if group and rows and rows[0][1] and limit > 1:
+                more = conn.execute(
+                    "SELECT id FROM trials WHERE state = 'QUEUED' AND group_key = ? AND id > ? "
+                    "ORDER BY id LIMIT ?", (rows[0][1], rows[0][0], limit - 1))
+                ids += [r[0] for r in more]
             if not ids:
                 return []
             now = time.time()
@@ -308,6 +316,12 @@ class SQLiteStorage:
             )
             return self._trials_by_ids(conn, ids)
         return self._run(write, write=True)
+
+    def next_queued_group_key(self) -> str | None:
+        """The group key of the oldest QUEUED trial (None when nothing is queued)."""
+        sql = "SELECT group_key FROM trials WHERE state = 'QUEUED' ORDER BY id LIMIT 1"
+        row = self._run(lambda conn: conn.execute(sql).fetchone())
+        return None if row is None else str(row[0])
 
     def heartbeat(
         self, trial_ids: Sequence[int], steps_done: Mapping[int, Any] | None = None

@@ -56,7 +56,8 @@ SCHEMA = (
         started_at REAL, finished_at REAL, heartbeat_at REAL, device TEXT NOT NULL DEFAULT '',
         worker TEXT NOT NULL DEFAULT '', best_step INTEGER, best_value,
         steps_done INTEGER NOT NULL DEFAULT 0, wall_time REAL NOT NULL DEFAULT 0,
-        error TEXT NOT NULL DEFAULT '', UNIQUE (study_id, number))""",
+        error TEXT NOT NULL DEFAULT '', group_key TEXT NOT NULL DEFAULT '',
+        UNIQUE (study_id, number))""",
     "CREATE INDEX trials_by_study ON trials (study_id)",
     "CREATE INDEX trials_by_state ON trials (state)",
     # The primary key is the "metrics by trial" index and enforces one row per

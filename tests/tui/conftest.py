@@ -5,6 +5,8 @@ Tests import the fake modules by name (``fake_facade``), so this folder is put o
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -42,3 +44,13 @@ def make_app(facade: Any, **kwargs: Any) -> TuneplayApp:
 @pytest.fixture
 def app_factory() -> Callable[..., TuneplayApp]:
     return make_app
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests in a fresh event loop (no asyncio plugin is needed)."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    asyncio.run(pyfuncitem.obj(**{n: pyfuncitem.funcargs[n] for n in names}))
+    return True

@@ -42,3 +42,8 @@ def screen_text(app: Any) -> str:
             line = line.ljust(col) + text
         lines.append(line.rstrip())
     return "\n".join(lines)
+
+
+def toasts(app: Any) -> list[str]:
+    """Messages of the notifications raised so far (title and message)."""
+    return [f"{n.title}: {n.message}" for n in app._notifications]

@@ -125,7 +125,7 @@ opens it on the running screen with its curves.
         best = (f" · best {r.metric} {fmt.metric(r.best.value)} (#{r.best.trial_id})"
                 if r.best else "")
         self.query_one("#an-summary", Static).update(Content.assemble(
-            f"{r.n_trials} trials · {r.n_feasible} results", best, f" · top {r.top_k} · ",
+            f"{r.n_trials} trials · {r.n_feasible} results", best, " · ",
             infeasible_content(r.infeasible)))
         findings = self.query_one(FindingsList)
         findings.border_title = f"findings ({len(r.findings)}) · enter: trials behind"
@@ -250,10 +250,9 @@ opens it on the running screen with its curves.
             self._draw_axis()
 
     def action_view(self) -> None:
-        if self.report is None:
-            return
         self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
-        self._draw_detail()
+        if self.report is not None:
+            self._draw_detail()
 
     def action_reanalyze(self) -> None:
         self.report_key = None

@@ -73,7 +73,7 @@ def draw_curves(chart: Chart, diagnostics: Any, focus: int | None) -> None:
     lines.sort(key=lambda ln: ln.label == f"#{focus}")
     chart.border_title = f"curves of the best {len(lines)} · {diagnostics.metric} · v: next view"
     chart.border_subtitle = legend([("━", ln.label, ln.color) for ln in lines])
-    chart.draw_lines(lines, xlabel="step")
+    chart.draw_lines(lines)
 
 
 def draw_budget(chart: Chart, bvt: Any) -> None:
@@ -85,4 +85,4 @@ def draw_budget(chart: Chart, bvt: Any) -> None:
              Line("median", bvt.n, bvt.median, BLUE)]
     chart.border_title = f"best {bvt.metric} vs number of trials (bootstrap) · v: next view"
     chart.border_subtitle = legend([("━", "median", BLUE), ("━", "10-90%", MUTED)])
-    chart.draw_lines(lines, xlabel="trials", clip=False)
+    chart.draw_lines(lines, clip=False)

@@ -60,9 +60,9 @@ Select trials with `space` to act on several at once.
         Binding("p", "pause", "Pause"),
         Binding("r", "requeue", "Requeue", tooltip="Resume paused, retry failed or cancelled"),
         Binding("space", "mark", "Mark", show=False),
-        Binding("plus,equals_sign", "add_trials", "+Trials"),
-        Binding("s", "slots", "Slots"),
-        Binding("f", "follow", "Best/selected"),
+        Binding("plus,equals_sign", "add_trials", "Trials"),
+        Binding("s", "slots", "Slots", show=False, tooltip="Device slots per GPU / CPU"),
+        Binding("f", "follow", "Follow", tooltip="Curves of the best 5 or of the selected trial"),
         Binding("slash", "filter", "Filter"),
     ]
 
@@ -106,20 +106,38 @@ Select trials with `space` to act on several at once.
 
     def _summary(self, name: str, metric: str, mode: str, trials: Sequence[Trial]) -> Content:
         counts = self.state.state_counts()
+        if self.size.width and self.size.width < 100:
+            return self._compact_summary(counts, metric, mode, trials)
         order = ("RUNNING", "COMPLETED", "DIVERGED", "FAILED", "PAUSED", "CANCELLED", "QUEUED")
         parts: list[Any] = []
         for s in order:
             if counts.get(s):
                 sep = " · " if parts else ""
                 parts += [sep, (f"{counts[s]} {fmt.STATE_WORD[s]}", fmt.STATE_STYLE[s])]
+        return Content.assemble(*parts, *self._best_eta(metric, mode, trials))
+
+    def _compact_summary(self, counts: Any, metric: str, mode: str,
+                         trials: Sequence[Trial]) -> Content:
+        done = sum(counts.get(s, 0) for s in ("COMPLETED", "DIVERGED", "FAILED", "CANCELLED"))
+        bad = counts.get("DIVERGED", 0) + counts.get("FAILED", 0)
+        parts: list[Any] = [(f"{counts.get('RUNNING', 0)} running", fmt.STATE_STYLE["RUNNING"]),
+                            f" · {counts.get('QUEUED', 0)} queued · {done} finished"]
+        if bad:
+            parts.append((f", {bad} infeasible", fmt.RED))
+        return Content.assemble(*parts, *self._best_eta("", mode, trials))
+
+    def _best_eta(self, metric: str, mode: str, trials: Sequence[Trial]) -> list[Any]:
+        parts: list[Any] = []
         best = best_trials(trials, mode, 1)
         if best:
-            parts += ["   best ", (f"{metric} {fmt.metric(best[0].best_value)}", "bold"),
-                      f" (#{best[0].id})"]
+            label = f"{metric} " if metric else ""
+            digits = 4 if metric else 3
+            parts += [" · best ", (f"{label}{fmt.metric(best[0].best_value, digits)}", "bold"),
+                      f" #{best[0].id}"]
         eta = study_eta(trials)
         if eta is not None:
-            parts += ["   ETA ", (fmt.duration(eta), "bold")]
-        return Content.assemble(*parts)
+            parts += [" · ETA ", (fmt.duration(eta), "bold")]
+        return parts
 
     # ------------------------------------------------------------- curves
     def _follow(self, trials: Sequence[Trial], mode: str) -> None:
@@ -157,7 +175,7 @@ Select trials with `space` to act on several at once.
         if not lines:
             chart.draw_message("no results yet")
         else:
-            chart.draw_lines(lines, xlabel="step")
+            chart.draw_lines(lines)
 
     @on(DataTable.RowHighlighted, "#trials")
     def _row_moved(self) -> None:

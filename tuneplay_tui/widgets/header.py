@@ -34,29 +34,39 @@ class StageHeader(Widget):
 
 
 def context_line(state: AppState, width: int) -> Content:
-    """`` tuneplay  exp · baseline v2 · study "x" (running 3/8)      engine ● 2 GPUs · 4 slots``."""
+    """`` tuneplay  exp · baseline v2 · study "x" (running 3/8)      engine ● 2 GPUs · 4 slots``.
+
+    Narrow terminals get a compact form (``exp · v2 · x (running 3/8)   ● 2 GPUs``).
+    """
     engine, level = state.engine_line()
-    parts: list[str] = []
-    exp = state.experiment()
-    if exp is not None:
-        parts.append(exp.experiment.name)
-        base = state.baseline()
-        parts.append(f"baseline v{base.version}" if base else "no baseline")
-        study = state.study()
-        if study is not None:
-            parts.append(f'study "{study.name}" ({state.study_status()})')
-    else:
-        parts.append("no experiment yet")
-    where = " · ".join(parts)
-    right = engine if len(where) + len(engine) + 14 <= width else engine.split(" · ")[0]
-    room = width - len(right) - 13
+    full, short = where_texts(state)
+    brand = " tuneplay "
+    where, right = full, engine
+    if len(brand) + 2 + len(where) + len(right) + 2 > width:
+        where, right = short, engine.replace("engine ", "").split(" · ")[0]
+    room = width - len(brand) - 2 - len(right) - 2
     if len(where) > room:
         where = where[: max(room - 1, 0)] + "…"
-    gap = " " * max(width - 12 - len(where) - len(right) - 1, 1)
+    gap = " " * max(width - len(brand) - 2 - len(where) - len(right) - 1, 1)
     return Content.assemble(
-        (" tuneplay ", "bold $text-accent"), "  ", (where, "$foreground"), gap,
+        (brand, "bold $text-accent"), "  ", (where, "$foreground"), gap,
         (right, f"bold {ENGINE_STYLE[level]}"), " ",
     )
+
+
+def where_texts(state: AppState) -> tuple[str, str]:
+    """The experiment / baseline / study description, in a full and a compact form."""
+    exp = state.experiment()
+    if exp is None:
+        return "no experiment yet", "no experiment yet"
+    base = state.baseline()
+    study = state.study()
+    full = [exp.experiment.name, f"baseline v{base.version}" if base else "no baseline"]
+    short = [exp.experiment.name, f"v{base.version}" if base else "no baseline"]
+    if study is not None:
+        full.append(f'study "{study.name}" ({state.study_status()})')
+        short.append(f"{study.name} ({state.study_status()})")
+    return " · ".join(full), " · ".join(short)
 
 
 def stage_strip(state: AppState, current: str, width: int) -> Content:

@@ -88,7 +88,6 @@ def infeasible_content(inf: Any) -> Content:
     if inf is None:
         return Content.styled("infeasible: no finished trials yet", "$foreground-muted")
     style = "$warning" if inf.fraction > 0.2 else "$foreground"
-    parts = [f"{n} {w}" for n, w in ((inf.n_diverged, "diverged"), (inf.n_failed, "failed")) if n]
-    text = (f"{inf.n_infeasible} infeasible ({inf.fraction:.0%}: {', '.join(parts)})"
-            if inf.n_infeasible else "no infeasible trials")
+    text = (f"{inf.n_infeasible} infeasible ({inf.fraction:.0%})" if inf.n_infeasible
+            else "none infeasible")
     return Content.styled(text, style)

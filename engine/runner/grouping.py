@@ -1,0 +1,54 @@
+"""Which queued trials may train fused in one worker, and how many at once.
+
+A trial's ``group_key`` is empty (never fused) or ``"<K>|<digest>"``: trials with the same key
+share every shape-determining hyperparameter (and the rest a fused trainer needs equal), so
+one worker can train up to K of them as one computation. ``K`` is the study's ``fuse``
+setting: a number, or ``auto`` (the worker picks from its device).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Mapping, Sequence
+
+from engine.spec import StudySpec
+from engine.store.base import NewTrial
+
+# Built-in workloads with a fused trainer (engine.workloads.fused.FUSED), and what must be
+# equal within a group besides their shape keys.
+FUSABLE: dict[str, tuple[str, ...]] = {
+    "builtin:digits-mlp": ("optimizer", "activation"),
+    "builtin:digits-cnn": ("optimizer", "activation"),
+}
+CPU_AUTO_GROUP = 8
+
+
+def group_key(spec: StudySpec, base_config: Mapping[str, Any], params: Mapping[str, Any], max_train_steps: int) -> str:
+    """The fusion group of one trial ("" when it must run alone)."""
+    if spec.fuse == "off" or spec.fuse == 1 or spec.workload_ref not in FUSABLE:
+        return ""
+    from engine.workloads.registry import resolve_workload
+
+    info = resolve_workload(spec.workload)
+    hp = {**info.defaults(), **base_config, **params}
+    equal = {k: hp.get(k) for k in (*info.shape_keys, *FUSABLE[spec.workload_ref])}
+    blob = json.dumps([spec.workload_ref, max_train_steps, spec.eval_every, equal], sort_keys=True, default=str)
+    return f"{spec.fuse}|{hashlib.sha1(blob.encode()).hexdigest()[:16]}"
+
+
+def with_group_keys(spec: StudySpec, base_config: Mapping[str, Any], trials: Sequence[NewTrial]) -> list[NewTrial]:
+    from dataclasses import replace
+
+    return [replace(t, group_key=group_key(spec, base_config, t.params, t.max_train_steps or spec.max_train_steps))
+            for t in trials]
+
+
+def group_size(key: str | None, device: str, auto: int | None = None) -> int:
+    """How many trials with this key one worker should claim at once."""
+    if not key:
+        return 1
+    size = key.split("|", 1)[0]
+    if size == "auto":
+        return auto if auto else (CPU_AUTO_GROUP if device == "cpu" else 128)
+    return max(1, int(size)) if size.isdigit() else 1
