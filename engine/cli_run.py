@@ -46,12 +46,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.runner.control import start_engine
     from engine.spec import load_study
     from engine.store import open_store
-    from engine.workspace import launch_study
+    from engine.spec import SpecError
+    from engine.workspace import StudyConflict, launch_study
 
     spec = load_study(args.file)
     ws = workspace_dir(args)
     store = open_store(ws)
-    launch = launch_study(store, spec)
+    try:
+        launch = launch_study(store, spec)
+    except StudyConflict as exc:
+        raise SpecError(args.file, "study.name", str(exc)) from None
     verb = "created" if launch.created else "continued"
     print(f"study {spec.name!r} {verb}: {len(launch.new_trials)} trials enqueued "
           f"(workspace {ws})")

@@ -71,6 +71,13 @@ class TuneplayApp(App[str]):
         """The folder holding the workspace (``studies/`` lives here)."""
         return Path(self.facade.workspace).parent
 
+    def show_path(self, path: str | Path) -> str:
+        """A path as the user thinks of it: relative to the project when inside it."""
+        try:
+            return str(Path(path).relative_to(self.project_dir))
+        except ValueError:
+            return str(path)
+
     def on_mount(self) -> None:
         self.switch_mode("home")
         if self.start_engine:

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: trials.group_key (fusion groups)
 
 
 class StoreError(Exception):

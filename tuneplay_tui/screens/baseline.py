@@ -94,11 +94,12 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
         if exp is None or base is None:
             summary.update("No experiment yet: press h, then n to create one.")
             return
+        tail = ((f" — {len(self.edits)} unsaved edit(s): s saves them as v{base.version + 1}",
+                 "bold $warning") if self.edits else
+                (f" — {base.note}" if base.note else "", "$foreground-muted"))
         summary.update(Content.assemble(
             (exp.experiment.name, "bold"), f" · {exp.experiment.workload} · ",
-            (f"baseline v{base.version}", "bold"), (f" — {base.note}" if base.note else "",
-                                                     "$foreground-muted"),
-            (f"   {len(self.edits)} unsaved edit(s): s saves" if self.edits else "", "bold $warning")))
+            (f"baseline v{base.version}", "bold"), tail))
         self._fill_table()
         self._panels()
         self.query_one("#base-run", Static).update(self._run_status())

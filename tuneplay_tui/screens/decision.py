@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping, Sequence
 
 from rich.text import Text
@@ -70,7 +69,7 @@ study then starts from. An inconclusive verdict usually means: more seeds.
     def on_mount(self) -> None:
         super().on_mount()
         log = self.query_one("#decision-log", DataTable)
-        for key, label, width in (("id", "#", 3), ("when", "when", 9), ("study", "study", 14),
+        for key, label, width in (("id", "#", 3), ("when", "when", 10), ("study", "study", 14),
                                   ("verdict", "verdict", 12), ("base", "baseline", 8),
                                   ("why", "rationale", 70)):
             log.add_column(label, key=key, width=width)
@@ -158,7 +157,7 @@ study then starts from. An inconclusive verdict usually means: more seeds.
         if sid is not None:
             self.engine_call("decide", lambda: self.facade.decide(sid, adopt=False), self._decided)
 
-    def _decided(self, result: Any) -> None:
+    def _decided(self, result: Any, adopt: bool = False) -> None:
         self.result = result
         c = result.comparison
         self.notify(f"verdict: {c.verdict.upper()} — {c.reason}", title="decision recorded",
@@ -166,6 +165,9 @@ study then starts from. An inconclusive verdict usually means: more seeds.
         if result.new_baseline is not None:
             self.notify(f"adopted: baseline v{result.new_baseline.version} is the new baseline",
                         title="baseline adopted", timeout=8)
+        elif adopt:
+            self.notify(f"not adopted: the verdict is {c.verdict}, not adopt", title="adopt",
+                        severity="warning", timeout=8)
         self.refresh_view()
 
     def action_adopt(self) -> None:
@@ -180,7 +182,7 @@ study then starts from. An inconclusive verdict usually means: more seeds.
         self.app.push_screen(ConfirmScreen(f"Adopt the candidate as {nxt}?", detail),
                              lambda yes: self.engine_call(
                                  "adopt", lambda: self.facade.decide(sid, adopt=True),
-                                 self._decided) if yes else None)
+                                 lambda r: self._decided(r, adopt=True)) if yes else None)
 
 
 def verdict_content(study: Any, trials: Sequence[Trial], decision: Decision | None,
@@ -239,6 +241,3 @@ def comparison_lines(d: Decision) -> list[Content]:
         out.append(Content.styled("r adds seeds; d decides again", "$accent"))
     return out
 
-
-def candidate_key(params: Mapping[str, Any]) -> str:
-    return json.dumps(dict(params), sort_keys=True, default=str)

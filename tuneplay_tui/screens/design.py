@@ -50,7 +50,7 @@ the study will try; the file saved under `studies/` is exactly what was validate
         Binding("space", "role", "Role"),
         Binding("e", "edit", "Edit range"),
         Binding("l", "scale", "Scale"),
-        Binding("m", "search", "Search"),
+        Binding("m", "search", "Search", tooltip="quasi-random (explore) / Bayesian (exploit)"),
         Binding("plus,equals_sign", "budget(1)", "+Budget", show=False),
         Binding("minus", "budget(-1)", "-Budget", show=False),
         Binding("t", "settings", "Settings"),
@@ -132,12 +132,11 @@ the study will try; the file saved under `studies/` is exactly what was validate
         s = m.study
         self.query_one("#design-settings", Static).update(Content.assemble(
             ("study ", "$foreground-muted"), (f'"{s.get("name", "")}"', "bold"),
-            (f" · experiment {s.get('experiment', '')}", "$foreground-muted"),
-            " · search ", (str(s.get("search", "quasi_random")), "bold"), " (m)",
-            " · budget ", (str(s.get("budget", "")), "bold"), " (+/-)",
+            " · ", (str(s.get("search", "quasi_random")), "bold"),
+            " · budget ", (str(s.get("budget", "")), "bold"),
             f" · max_train_steps {s.get('max_train_steps', '')} · eval every "
-            f"{s.get('eval_every', '')} · seed {s.get('seed', 0)}", (" (t)", "$foreground-muted")))
-        hint = m.allocation_hint() + " · " + SEARCH_ADVICE.get(s.get("search", ""), "")
+            f"{s.get('eval_every', '')} · seed {s.get('seed', 0)}"))
+        hint = f"{m.allocation_hint()} · {SEARCH_ADVICE.get(s.get('search', ''), '')}"
         self.query_one("#design-hint", Static).update(Content.styled(hint, "$foreground-muted"))
         self._validate()
 
@@ -185,13 +184,15 @@ the study will try; the file saved under `studies/` is exactly what was validate
         had_error = self.error
         self.error = message.error
         status = self.query_one("#design-status", Static)
+        shown = self.tuneplay.show_path(self.target_path())
         if message.error is not None:
             self.valid_text, self.spec = None, None
-            status.update(Content.assemble(("✗ ", "bold $error"), (message.error, "$error")))
+            error = message.error.replace(self.target_path(), shown)
+            status.update(Content.assemble(("✗ ", "bold $error"), (error, "$error")))
         else:
             self.valid_text, self.spec, self.points = message.text, message.spec, list(message.points)
             status.update(Content.assemble(("✓ ", "bold $success"), "valid · ",
-                                           (self.target_path(), "$foreground-muted"),
+                                           (shown, "$foreground-muted"),
                                            ("  w saves · L saves and launches", "$accent")))
         if had_error != self.error:
             self._fill_table(rebuild=False)

@@ -21,8 +21,12 @@ def draw_preview(chart: Chart, spec: Any, points: Sequence[dict[str, Any]], pair
     """Scatter of the first searched dimensions (``pair`` cycles which); returns ``pair``."""
     dims = list(spec.nuisance) or list(spec.searched)
     n = len(points)
+    if spec.search == "bayesian":  # only the initial design is known before results
+        tail_b = " (initial design: later points follow the results)"
+    else:
+        tail_b = ""
     sci = ", ".join(f"{p.name} × {len(getattr(p, 'values', ()))}" for p in spec.scientific)
-    tail = f" · each with {sci}" if sci and spec.scientific_mode == "per_value" else ""
+    tail = (f" · each with {sci}" if sci and spec.scientific_mode == "per_value" else "") + tail_b
     if not dims:
         chart.border_title = f"preview: {n} trial(s)"
         chart.border_subtitle = ""
