@@ -34,6 +34,13 @@ def detect_gpus() -> list[str]:
             return [line.strip() for line in out.splitlines() if line.strip().isdigit()]
         except (OSError, subprocess.SubprocessError):
             return []
+    if os.path.exists("/dev/nvidiactl"):  # a driver but no nvidia-smi: ask torch (slow import)
+        try:
+            import torch
+
+            return [str(i) for i in range(torch.cuda.device_count())]
+        except Exception:
+            return []
     return []
 
 

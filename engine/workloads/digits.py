@@ -127,25 +127,33 @@ def _train_classifier(
     run_training(trial, model, optimizer, cfg, loss_at, evaluate)
 
 
-def train_mlp(hp: Mapping[str, Any], trial: Any) -> None:
-    """builtin:digits-mlp: train an MLP on the digits and report train_loss, val_loss,
-    val_error at every evaluation point."""
-    model_hp = {
+def mlp_model_hp(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated :func:`build_mlp` arguments of a digits-mlp config."""
+    return {
         "width": check_positive_int(hp, "width"),
         "depth": check_positive_int(hp, "depth", low=0),
         "activation": check_choice(hp, "activation", ACTIVATIONS),
         "dropout": read_dropout(hp),
     }
-    _train_classifier(model_hp, build_mlp, hp, trial)
 
 
-def train_cnn(hp: Mapping[str, Any], trial: Any) -> None:
-    """builtin:digits-cnn: train a small CNN on the digits and report train_loss, val_loss,
-    val_error at every evaluation point."""
-    model_hp = {
+def cnn_model_hp(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated :func:`build_cnn` arguments of a digits-cnn config."""
+    return {
         "channels": check_positive_int(hp, "channels"),
         "depth": check_positive_int(hp, "depth"),
         "activation": check_choice(hp, "activation", ACTIVATIONS),
         "dropout": read_dropout(hp),
     }
-    _train_classifier(model_hp, build_cnn, hp, trial)
+
+
+def train_mlp(hp: Mapping[str, Any], trial: Any) -> None:
+    """builtin:digits-mlp: train an MLP on the digits and report train_loss, val_loss,
+    val_error at every evaluation point."""
+    _train_classifier(mlp_model_hp(hp), build_mlp, hp, trial)
+
+
+def train_cnn(hp: Mapping[str, Any], trial: Any) -> None:
+    """builtin:digits-cnn: train a small CNN on the digits and report train_loss, val_loss,
+    val_error at every evaluation point."""
+    _train_classifier(cnn_model_hp(hp), build_cnn, hp, trial)

@@ -12,7 +12,7 @@ from tuneplay_tui.widgets.trial_table import TrialTable
 
 
 def cell(table: TrialTable, trial_id: int, column: str) -> str:
-    return str(table.get_cell(str(trial_id), column))
+    return table.cell_text(trial_id, column)
 
 
 async def open_running(pilot) -> TrialTable:
@@ -90,10 +90,10 @@ async def test_ticks_update_cells_in_place(fake, app_factory) -> None:
     app = app_factory(fake)
     async with app.run_test(size=(120, 40)) as pilot:
         table = await open_running(pilot)
-        rows_before = [str(k.value) for k in table.rows]
+        rows_before = table.row_ids
         fake.tick()
         await poll(pilot)
-        assert [str(k.value) for k in table.rows] == rows_before  # no rebuild, same order
+        assert table.row_ids == rows_before  # no rebuild, same order
         assert cell(table, 51, "progress").endswith("125/600")
         assert cell(table, 53, "progress").endswith("375/600")
 

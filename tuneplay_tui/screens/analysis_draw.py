@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
-from tuneplay_tui.widgets.charts import AMBER, BLUE, GREEN, MUTED, PALETTE, RED, Chart, Line, Points, legend
+from tuneplay_tui.widgets.charts import Chart
+from tuneplay_tui.widgets.plotting import (
+    AMBER, BLUE, GREEN, MUTED, PALETTE, RED, Line, Points, legend,
+)
 
 AXIS_LEGEND = legend([("•", "trial", BLUE), ("●", "best", GREEN), ("◆", "finding", AMBER),
                       ("x", "diverged/failed", RED)])

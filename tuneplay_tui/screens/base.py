@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from textual import events
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer
+from textual.widgets import Footer, Static
 
 from tuneplay_tui.format import one_line
 from tuneplay_tui.messages import EngineCallDone
@@ -79,6 +79,17 @@ class StageScreen(Screen[None]):
 
     def update_view(self) -> None:
         """Override: draw the body from ``self.state``."""
+
+    def set_line(self, selector: str, content: Any) -> None:
+        """Update a fixed-height Static without a layout pass, and only when it changed.
+
+        A layout pass re-renders the whole screen; on the running screen that happens
+        every poll otherwise.
+        """
+        widget = self.query_one(selector, Static)
+        if getattr(widget, "_last_line", None) != content:
+            widget._last_line = content  # type: ignore[attr-defined]
+            widget.update(content, layout=False)
 
     # ------------------------------------------------------------- engine calls
     def engine_call(self, label: str, fn: Callable[[], Any],

@@ -59,11 +59,11 @@ have something to improve on.
 Edit values with `e`, save them as a new baseline version with `s`, run it with `r`.
 """
     BINDINGS = [
-        Binding("e", "edit", "Edit value"),
-        Binding("o", "optimizer", "Optimizer"),
-        Binding("b", "probe", "Probe batch"),
-        Binding("s", "save", "Save version"),
-        Binding("r", "run", "Run baseline"),
+        Binding("e", "edit", "Edit", tooltip="Edit the selected hyperparameter's value"),
+        Binding("o", "optimizer", "Optimizer", tooltip="Cycle the optimizer"),
+        Binding("b", "probe", "Probe batch", tooltip="Throughput probe at powers of two"),
+        Binding("s", "save", "Save", tooltip="Save the edits as a new baseline version"),
+        Binding("r", "run", "Run", tooltip="Run the baseline once; check it beats chance"),
     ]
 
     def __init__(self) -> None:
@@ -94,9 +94,10 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
         if exp is None or base is None:
             summary.update("No experiment yet: press h, then n to create one.")
             return
+        narrow = self.size.width < 100
         tail = ((f" — {len(self.edits)} unsaved edit(s): s saves them as v{base.version + 1}",
                  "bold $warning") if self.edits else
-                (f" — {base.note}" if base.note else "", "$foreground-muted"))
+                (f" — {base.note}" if base.note and not narrow else "", "$foreground-muted"))
         summary.update(Content.assemble(
             (exp.experiment.name, "bold"), f" · {exp.experiment.workload} · ",
             (f"baseline v{base.version}", "bold"), tail))
@@ -131,11 +132,12 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
     def _panels(self) -> None:
         config = self.config()
         current = str(config.get("optimizer", ""))
-        lines = [Content.styled("optimizer        to tune", "bold")]
-        for name, hps in OPTIMIZER_HPARAMS.items():
-            mark = "▸" if name == current else " "
-            lines.append(Content.assemble((f"{mark} {name:<14}", "bold $accent" if mark != " " else ""),
-                                          f" {len(hps)}  ", (", ".join(hps), "$foreground-muted")))
+        tuned = OPTIMIZER_HPARAMS.get(current, ())
+        lines = [Content.assemble(("▸ ", "$accent"), (current, "bold $accent"),
+                                  f": {len(tuned)} to tune ({', '.join(tuned)})")]
+        others = [Content.assemble((n, "bold" if n == current else ""), f" {len(h)}")
+                  for n, h in OPTIMIZER_HPARAMS.items()]
+        lines.append(Content.styled("to tune: ", "$foreground-muted") + Content(" · ").join(others))
         lines.append(Content.styled(OPTIMIZER_ADVICE, "$foreground-muted"))
         if config.get("schedule", "constant") != "constant":
             lines.append(Content.styled(f"schedule is {config['schedule']}: {LR_ADVICE}",
@@ -155,7 +157,7 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
                                     f"{base.version if base else '?'} once and checks it beats chance")
         s = runs[-1]
         metric, mode = s.study.spec.get("metric", ""), s.study.spec.get("mode", "min")
-        head = Content.assemble(("baseline run ", "bold"), f'"{s.study.name}": ')
+        head = Content.assemble(("baseline run: ", "bold"))
         if finished_count(s.counts) < s.total:
             return head + Content.styled(f"running ({finished_count(s.counts)}/{s.total} done)", "$accent")
         if s.best_value is None:

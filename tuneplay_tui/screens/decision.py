@@ -15,7 +15,8 @@ from engine.store.base import Decision, Trial
 from tuneplay_tui import format as fmt
 from tuneplay_tui.screens.base import StageScreen
 from tuneplay_tui.screens.dialogs import ConfirmScreen, FormScreen
-from tuneplay_tui.widgets.charts import BLUE, GREEN, Chart, Points, legend
+from tuneplay_tui.widgets.charts import Chart
+from tuneplay_tui.widgets.plotting import BLUE, GREEN, Points, legend
 
 VERDICT_VAR = {"adopt": "$success", "reject": "$error", "inconclusive": "$warning"}
 
@@ -112,7 +113,8 @@ study then starts from. An inconclusive verdict usually means: more seeds.
             return [at + ((i * 7) % 9 - 4) / 30.0 for i in range(n)]
         chart.draw_points([Points(jitter(len(base), 0), base, "●", BLUE),
                            Points(jitter(len(cand), 1), cand, "●", GREEN)],
-                          categories=("baseline", "candidate"))
+                          categories=("baseline", "candidate") if chart.size.width >= 34
+                          else ("base", "cand"))
         chart.border_subtitle = legend([("●", "one seed", BLUE)])
 
     def _fill_log(self) -> None:

@@ -48,15 +48,16 @@ the study will try; the file saved under `studies/` is exactly what was validate
 """
     BINDINGS = [
         Binding("space", "role", "Role"),
-        Binding("e", "edit", "Edit range"),
+        Binding("e", "edit", "Edit"),
         Binding("l", "scale", "Scale"),
         Binding("m", "search", "Search", tooltip="quasi-random (explore) / Bayesian (exploit)"),
         Binding("plus,equals_sign", "budget(1)", "+Budget", show=False),
         Binding("minus", "budget(-1)", "-Budget", show=False),
-        Binding("t", "settings", "Settings"),
+        Binding("t", "settings", "Settings", show=False,
+                tooltip="Name, goal, budget, max_train_steps, eval_every, seed"),
         Binding("v", "pair", "Preview axes", show=False),
         Binding("u", "reset", "From baseline", show=False),
-        Binding("w", "write", "Save file"),
+        Binding("w", "write", "Save"),
         Binding("L", "launch", "Launch"),
     ]
 
@@ -134,9 +135,11 @@ the study will try; the file saved under `studies/` is exactly what was validate
             ("study ", "$foreground-muted"), (f'"{s.get("name", "")}"', "bold"),
             " · ", (str(s.get("search", "quasi_random")), "bold"),
             " · budget ", (str(s.get("budget", "")), "bold"),
-            f" · max_train_steps {s.get('max_train_steps', '')} · eval every "
-            f"{s.get('eval_every', '')} · seed {s.get('seed', 0)}"))
-        hint = f"{m.allocation_hint()} · {SEARCH_ADVICE.get(s.get('search', ''), '')}"
+            f" · max_train_steps {s.get('max_train_steps', '')} · eval {s.get('eval_every', '')}"
+            f" · seed {s.get('seed', 0)}", (" (t)", "$foreground-muted")))
+        hint = m.allocation_hint()
+        if self.size.width >= 100:
+            hint += f" · {SEARCH_ADVICE.get(s.get('search', ''), '')}"
         self.query_one("#design-hint", Static).update(Content.styled(hint, "$foreground-muted"))
         self._validate()
 

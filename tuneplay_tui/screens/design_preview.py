@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from engine.space import ChoiceParam
-from tuneplay_tui.widgets.charts import BLUE, VIOLET, Chart, Points, legend
+from tuneplay_tui.widgets.charts import Chart
+from tuneplay_tui.widgets.plotting import BLUE, VIOLET, Points, legend
 
 
 def _axis(param: Any, values: Sequence[Any], n: int) -> tuple[list[Any], dict[str, Any]]:

@@ -64,9 +64,9 @@ them, and opening it tomorrow shows where things stand.
             return
         n = len(snap.experiments)
         summary.update(Content.assemble(
-            ("workspace ", "$foreground-muted"), snap.workspace, ("  ·  ", "$foreground-muted"),
             fmt.plural(n, "experiment"), ("  ·  ", "$foreground-muted"),
-            f"{self.state.active_trials()} trials queued or running"))
+            f"{self.state.active_trials()} trials queued or running", ("  ·  ", "$foreground-muted"),
+            ("workspace ", "$foreground-muted"), self.tuneplay.show_path(snap.workspace)))
         self._fill_table(snap.experiments)
         self._show_detail()
 

@@ -9,13 +9,14 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.content import Content
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from engine.store.base import Trial
 from tuneplay_tui import format as fmt
 from tuneplay_tui.screens.base import StageScreen
 from tuneplay_tui.screens.dialogs import ConfirmScreen, FormScreen, PromptScreen
-from tuneplay_tui.widgets.charts import PALETTE, Chart, Line, legend
+from tuneplay_tui.widgets.charts import Chart
+from tuneplay_tui.widgets.plotting import PALETTE, Line, legend
 from tuneplay_tui.widgets.panels import devices_line
 from tuneplay_tui.widgets.trial_table import FILTERS, TrialTable, trial_rate
 
@@ -85,9 +86,8 @@ Select trials with `space` to act on several at once.
 
     def update_view(self) -> None:
         study = self.state.study()
-        summary = self.query_one("#run-summary", Static)
         if study is None:
-            summary.update("No study to follow yet: design one on screen 2.")
+            self.set_line("#run-summary", "No study to follow yet: design one on screen 2.")
             self.query_one("#run-chart", Chart).draw_message("no study")
             return
         spec = study.spec
@@ -96,13 +96,12 @@ Select trials with `space` to act on several at once.
         self.table.configure(study.id, names)
         self.table.border_title = f"trials · filter: {self.table.filter}"
         self.table.sync(trials)
-        summary.update(self._summary(study.name, spec.get("metric", ""), spec.get("mode", "min"),
-                                     trials))
+        self.set_line("#run-summary", self._summary(study.name, spec.get("metric", ""),
+                                                    spec.get("mode", "min"), trials))
         self._follow(trials, spec.get("mode", "min"))
         self._draw_chart(spec.get("metric", ""), trials)
         self._show_detail(trials)
-        self.query_one("#devices", Static).update(
-            devices_line(self.state.devices, self.state.device_history))
+        self.set_line("#devices", devices_line(self.state.devices, self.state.device_history))
 
     def _summary(self, name: str, metric: str, mode: str, trials: Sequence[Trial]) -> Content:
         counts = self.state.state_counts()
@@ -177,7 +176,7 @@ Select trials with `space` to act on several at once.
         else:
             chart.draw_lines(lines)
 
-    @on(DataTable.RowHighlighted, "#trials")
+    @on(TrialTable.RowHighlighted, "#trials")
     def _row_moved(self) -> None:
         trials = self.state.study_trials()
         study = self.state.study()
@@ -187,7 +186,7 @@ Select trials with `space` to act on several at once.
                 self._draw_chart(study.spec.get("metric", ""), trials)
         self._show_detail(trials)
 
-    @on(DataTable.RowSelected, "#trials")
+    @on(TrialTable.RowSelected, "#trials")
     def _row_chosen(self) -> None:
         self.follow_mode = "trial"
         self.refresh_view()
@@ -195,17 +194,16 @@ Select trials with `space` to act on several at once.
     def _show_detail(self, trials: Sequence[Trial]) -> None:
         sel = self.table.selected_id()
         t = next((t for t in trials if t.id == sel), None)
-        line = self.query_one("#run-detail", Static)
         if t is None:
-            line.update("")
+            self.set_line("#run-detail", "")
             return
         text = f"#{t.id} {fmt.params_line(t.params, self.table.hp_names)}"
         if t.error:
-            line.update(Content.assemble((f"#{t.id} {fmt.STATE_WORD[t.state.value]}: ", "bold $error"),
-                                         (t.error, "$error")))
+            self.set_line("#run-detail", Content.assemble(
+                (f"#{t.id} {fmt.STATE_WORD[t.state.value]}: ", "bold $error"), (t.error, "$error")))
         else:
             seed = f" · seed {t.seed} · attempt {t.attempt}" if t.attempt else f" · seed {t.seed}"
-            line.update(Content.assemble(text, (seed, "$foreground-muted")))
+            self.set_line("#run-detail", Content.assemble(text, (seed, "$foreground-muted")))
 
     # ------------------------------------------------------------- actions
     def select_trial(self, trial_id: int) -> None:
@@ -254,7 +252,7 @@ Select trials with `space` to act on several at once.
         sel = self.table.selected_id()
         if sel is not None:
             self.table.toggle_mark(sel, self.state.study_trials())
-            self.table.action_cursor_down()
+            self.table.action_cursor(1)
 
     def action_filter(self) -> None:
         names = list(FILTERS)

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The one short script for a lent GPU (issue 6): fused vs unfused trial throughput, bare and
+# through the engine, and a 512-trial study against one trial alone. Prints its figures.
+# Run from the repository root: bash benchmarks/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name(0))"
+echo "== bare loops (no engine)"
+timeout 200 python benchmarks/fused_bare.py --device cuda
+echo "== through the engine"
+timeout 360 python benchmarks/fused_engine.py --gpu

@@ -1,0 +1,418 @@
+"""The machinery every fused trainer shares: stacked parameters, per-trial data order and
+dropout, the per-trial checkpoint views, and the training loop.
+
+A fused group keeps K trials' parameters in one flat ``(K, N)`` tensor (weight matrices
+first, in each module's parameter order) and hands the model code ``(K, *shape)`` views of
+it that require grad. One backward pass gives every trial's gradient (the trials' losses are
+independent, so the gradient of their sum is each trial's own), and
+:class:`~engine.workloads.fused_optim.StackedOptimizer` updates all of them at once.
+
+Row ``r`` of every stacked tensor belongs to one trial; when trials leave the group (diverged,
+cancelled) the survivors are compacted so a half-dead group stops paying for the dead half.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.workloads.common import (
+    CUDA_FINITE_CHECK_EVERY,
+    OptimConfig,
+    build_optimizer,
+    is_eval_step,
+    mix_seed,
+)
+from engine.workloads.fused_optim import Segment, StackedOptimizer
+
+COMPACT_BELOW = 0.5  # compact the stack when fewer than this fraction of its rows still train
+_MASK32 = 0xFFFFFFFF
+
+
+class StackedParams:
+    """K same-shaped modules' parameters in one flat ``(K, N)`` tensor.
+
+    ``leaves`` are ``(K, *shape)`` views of it in module parameter order, requiring grad;
+    ``segments`` describe the flat layout (weight matrices first, the order of the
+    optimizer's param groups). Each trial keeps its own ``state_dict`` key names (a module
+    built with dropout has other layer indices than one without).
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], device: str | torch.device) -> None:
+        per_trial = [list(m.parameters()) for m in modules]
+        shapes = [tuple(p.shape) for p in per_trial[0]]
+        for params in per_trial[1:]:
+            if [tuple(p.shape) for p in params] != shapes:
+                raise ValueError("a fused group needs trials of one shape (see fuse_key)")
+        order = [j for j, s in enumerate(shapes) if len(s) >= 2]
+        order += [j for j, s in enumerate(shapes) if len(s) < 2]
+        self.segments: list[Segment] = []
+        self.segment_of: dict[int, int] = {}  # module parameter index -> flat position
+        offset = 0
+        for pos, j in enumerate(order):
+            numel = math.prod(shapes[j])
+            self.segments.append(Segment(offset, numel, shapes[j], len(shapes[j]) >= 2))
+            self.segment_of[j] = pos
+            offset += numel
+        self.n_columns = offset
+        self.n_decay = sum(s.numel for s in self.segments if s.decay)
+        with torch.no_grad():
+            stacked = [torch.stack([params[j].detach() for params in per_trial]) for j in order]
+            flat = torch.cat([t.reshape(len(modules), -1) for t in stacked], dim=1)
+        self.flat = flat.to(device)
+        self.keys = [_state_keys(m) for m in modules]  # per trial: key -> module param index
+        self._make_leaves()
+
+    def _make_leaves(self) -> None:
+        base, k = self.flat.detach(), self.flat.shape[0]
+        views: list[torch.Tensor] = [torch.empty(0)] * len(self.segments)
+        for j, pos in self.segment_of.items():
+            seg = self.segments[pos]
+            views[j] = base[:, seg.columns].view(k, *seg.shape).requires_grad_(True)
+        self.leaves = views
+
+    def flat_grad(self, grads: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The leaves' gradients (module order) as one ``(K, N)`` tensor in flat order."""
+        k = self.flat.shape[0]
+        by_pos = sorted(self.segment_of.items(), key=lambda item: item[1])
+        return torch.cat([grads[j].reshape(k, -1) for j, _ in by_pos], dim=1)
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the rows ``rows`` (trial keys stay indexed by original trial)."""
+        self.flat = self.flat.index_select(0, rows)
+        self._make_leaves()
+
+    def trial_state_dict(self, trial: int, row: int) -> dict[str, torch.Tensor]:
+        """Trial ``trial``'s plain ``nn.Module.state_dict()`` (fresh tensors)."""
+        out: dict[str, torch.Tensor] = {}
+        for key, j in self.keys[trial].items():
+            seg = self.segments[self.segment_of[j]]
+            out[key] = self.flat[row, seg.columns].detach().reshape(seg.shape).clone()
+        return out
+
+    @torch.no_grad()
+    def load_trial_state_dict(self, trial: int, row: int, state: Mapping[str, Any]) -> None:
+        """``nn.Module.load_state_dict`` (strict) into one trial's row."""
+        keys = self.keys[trial]
+        missing, unexpected = sorted(set(keys) - set(state)), sorted(set(state) - set(keys))
+        if missing or unexpected:
+            raise RuntimeError(
+                f"Error(s) in loading state_dict: missing keys {missing}, unexpected {unexpected}"
+            )
+        for key, j in keys.items():
+            seg = self.segments[self.segment_of[j]]
+            value = state[key]
+            if tuple(value.shape) != seg.shape:
+                raise RuntimeError(f"size mismatch for {key}: {tuple(value.shape)} vs {seg.shape}")
+            self.flat[row, seg.columns] = value.reshape(-1).to(self.flat)
+
+
+def _state_keys(module: nn.Module) -> dict[str, int]:
+    index = {id(p): j for j, p in enumerate(module.parameters())}
+    keys: dict[str, int] = {}
+    for key, value in module.state_dict(keep_vars=True).items():
+        if id(value) not in index:
+            raise ValueError(f"fused training supports parameters only; {key!r} is a buffer")
+        keys[key] = index[id(value)]
+    return keys
+
+
+class GroupSampler:
+    """Each trial's :class:`~engine.workloads.common.EpochSampler` order, gathered: the
+    ``(K, batch_size)`` indices of a step. All trials share ``n`` and ``batch_size``, so epoch
+    boundaries coincide and one slice serves every trial. The next epoch's K permutations are
+    drawn on a helper thread while this one trains (K ``randperm`` calls add up on a GPU)."""
+
+    def __init__(self, n: int, batch_size: int, seeds: Sequence[int], device: str) -> None:
+        if batch_size > n:
+            raise ValueError(
+                f"hyperparameter batch_size={batch_size}: at most {n} (the training set size)"
+            )
+        self.n, self.batch_size, self.seeds, self.device = n, batch_size, list(seeds), device
+        self.steps_per_epoch = n // batch_size
+        self._epoch = -1
+        self._perms = torch.empty(0, dtype=torch.long)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fused-perms")
+        self._next: tuple[int, Future[torch.Tensor]] | None = None
+
+    def indices(self, step: int) -> torch.Tensor:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            ahead = self._next
+            if ahead is not None and ahead[0] == epoch:
+                self._perms = ahead[1].result()
+            else:
+                self._perms = self._draw(list(self.seeds), epoch)
+            self._epoch = epoch
+            self._next = (epoch + 1, self._pool.submit(self._draw, list(self.seeds), epoch + 1))
+        start = within * self.batch_size
+        return self._perms[:, start : start + self.batch_size]
+
+    def _draw(self, seeds: list[int], epoch: int) -> torch.Tensor:
+        perms = torch.stack([epoch_permutation(self.n, seed, epoch) for seed in seeds])
+        return perms.to(self.device, non_blocking=False)
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.seeds = [self.seeds[i] for i in rows.tolist()]
+        self._next = None  # drawn for the old rows; redrawn when needed
+        if self._perms.numel():
+            self._perms = self._perms.index_select(0, rows.to(self._perms.device))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The example order of ``epoch`` for ``seed`` (what EpochSampler draws), on the CPU."""
+    gen = torch.Generator().manual_seed(mix_seed(seed, epoch))
+    return torch.randperm(n, generator=gen)
+
+
+class TrialDropout:
+    """Dropout with a per-trial probability and a per-trial, counter-based random stream.
+
+    The mask of trial k at step s is a hash of ``(seed_k, s, layer, position)``, so a trial's
+    dropout does not depend on which other trials share its group, and a resumed trial sees
+    the masks the uninterrupted one would have. (The stream differs from the unfused path's
+    global-RNG dropout; with p = 0 the layer is the identity, exactly.)
+    """
+
+    def __init__(self, probabilities: Sequence[float], seeds: Sequence[int], device: str) -> None:
+        self.device = device
+        self.active = any(p > 0 for p in probabilities)
+        p = torch.tensor(list(probabilities), dtype=torch.float64)
+        self.threshold = (p * 2.0**32).to(torch.int64).to(device)
+        self.scale = (1.0 / (1.0 - p)).to(torch.float32).to(device)
+        self.keys = torch.tensor([mix_seed(s, 77) & _MASK32 for s in seeds], device=device)
+
+    def __call__(self, h: torch.Tensor, step: int, layer: int) -> torch.Tensor:
+        """``h`` is ``(K, ...)``; returns it with trial k's units dropped with its p."""
+        if not self.active:
+            return h
+        k = h.shape[0]
+        salt = (step * 0x9E3779B1 + layer * 0x85EBCA77 + 1) & _MASK32
+        key = _hash32(self.keys ^ salt)
+        pos = torch.arange(h[0].numel(), device=h.device, dtype=torch.int64)
+        bits = _hash32((pos * 0x27D4EB2F & _MASK32)[None, :] ^ key[:, None])
+        shape = (k,) + (1,) * (h.ndim - 1)
+        keep = (bits >= self.threshold[:, None]).view(h.shape)
+        return h * keep * self.scale.view(shape)
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.threshold = self.threshold.index_select(0, rows)
+        self.scale = self.scale.index_select(0, rows)
+        self.keys = self.keys.index_select(0, rows)
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """The "lowbias32" integer hash on int64 tensors holding 32-bit values."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+class TrialModel:
+    """One trial's model as the trial API sees it: ``state_dict()`` builds that trial's plain
+    ``nn.Module`` state dict from the stack on demand; ``load_state_dict`` writes into it."""
+
+    def __init__(self, group: FusedTrainer, trial: int) -> None:
+        self.group, self.trial = group, trial
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.group.params.trial_state_dict(self.trial, self.group.row(self.trial))
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.group.params.load_trial_state_dict(self.trial, self.group.row(self.trial), state)
+
+
+class TrialOptimizer:
+    """One trial's optimizer as the trial API sees it, in ``torch.optim``'s state_dict format
+    (the class the unfused path builds), so either path restores the other's checkpoint."""
+
+    def __init__(self, group: FusedTrainer, trial: int, step: int = -1) -> None:
+        self.group, self.trial, self.step = group, trial, step
+
+    def state_dict(self) -> dict[str, Any]:
+        g, k = self.group, self.trial
+        row, opt = g.row(k), g.optimizer
+        groups = copy.deepcopy(g.param_groups[k])
+        for group in groups:
+            group["lr"] = opt.lr(row, self.step)
+        count = opt.step_count(row, self.step)
+        state = {}
+        for pos, seg in enumerate(g.params.segments):
+            entry = opt.trial_state(row, pos, seg, count)
+            if entry:
+                state[pos] = entry
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        g, k = self.group, self.trial
+        ids = [i for group in state["param_groups"] for i in group["params"]]
+        if len(ids) != len(g.params.segments):
+            raise ValueError(f"optimizer state has {len(ids)} parameters, the model has "
+                             f"{len(g.params.segments)}")
+        counts = [
+            g.optimizer.load_trial_state(g.row(k), seg, state["state"].get(i, {}))
+            for i, seg in zip(ids, g.params.segments)
+        ]
+        g.restored_counts[k] = max(counts, default=0.0)
+
+
+class FusedTrainer:
+    """K trials of one shape trained as one computation; subclasses supply the model.
+
+    Subclasses implement :meth:`loss` (per-trial training loss of a step, shape ``(K,)``) and
+    :meth:`evaluate` (per-trial metrics ``(K, len(metric_names))``), reading the stacked
+    parameters from ``self.params.leaves``, and extend :meth:`select` for their own
+    per-row tensors.
+    """
+
+    metric_names: tuple[str, ...] = ()
+
+    def __init__(
+        self, trials: Sequence[Any], modules: Sequence[nn.Module], cfgs: Sequence[OptimConfig]
+    ) -> None:
+        check_group(trials)
+        self.trials = list(trials)
+        first = self.trials[0]
+        self.max_train_steps, self.eval_every = first.max_train_steps, first.eval_every
+        self.device = str(first.device)
+        self.param_groups = [
+            build_optimizer(m, cfg).state_dict()["param_groups"] for m, cfg in zip(modules, cfgs)
+        ]
+        self.params = StackedParams(modules, self.device)
+        self.optimizer = StackedOptimizer(
+            cfgs[0].optimizer, cfgs, self.params.n_columns, self.params.n_decay,
+            self.max_train_steps, self.device,
+        )
+        self.rows = list(range(len(self.trials)))  # trial index -> row (-1: left the group)
+        self.restored_counts = [0.0] * len(self.trials)
+
+    def row(self, trial: int) -> int:
+        return self.rows[trial]
+
+    # -- model hooks -------------------------------------------------------------------
+    def loss(self, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def segment_start(self, step: int) -> None:
+        """Called when training (re)starts at ``step`` and after each evaluation (``step``
+        is then the next one): where a subclass reseeds a global RNG it uses."""
+
+    def select(self, rows: torch.Tensor) -> None:
+        """Keep only the stack rows ``rows``; subclasses index their own per-row tensors."""
+        kept = rows.tolist()
+        self.params.select(rows.to(self.params.flat.device))
+        self.optimizer.select(rows.to(self.params.flat.device))
+        new = {old: i for i, old in enumerate(kept)}
+        self.rows = [new.get(r, -1) for r in self.rows]
+
+    # -- the loop ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Release what the trainer holds beyond memory (subclasses: helper threads)."""
+
+    def run(self) -> None:
+        """Restore, train, report / checkpoint per trial, let trials leave; see the module doc."""
+        try:
+            self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> None:
+        starts = [
+            t.restore(model=TrialModel(self, k), optimizer=TrialOptimizer(self, k))
+            for k, t in enumerate(self.trials)
+        ]
+        self.optimizer.set_resume(starts, self.restored_counts)
+        live = [k for k, s in enumerate(starts) if s < self.max_train_steps]
+        if not live:
+            return
+        check_every = CUDA_FINITE_CHECK_EVERY if self.device.startswith("cuda") else 1
+        first = min(starts[k] for k in live)
+        meter = torch.zeros(len(self.trials), device=self.device)
+        last_reset = first - 1
+        latest = max(starts[k] for k in live)
+        self.segment_start(first)
+        for step in range(first, self.max_train_steps):
+            mixed = step < latest  # someone still waits for its own start step
+            loss = self.loss(step)
+            grads = torch.autograd.grad(loss.sum(), self.params.leaves)
+            self.optimizer.step(self.params.flat, self.params.flat_grad(grads), step, mixed)
+            meter += loss.detach()
+            eval_now = is_eval_step(step, self)
+            if eval_now or step % check_every == 0:
+                started = [k for k in live if starts[k] <= step]
+                counts = [step - max(last_reset + 1, starts[k]) + 1 for k in started]
+                live = self._check(step, started, counts, meter, eval_now, live)
+                if eval_now:
+                    meter.zero_()
+                    last_reset = step
+                    self.segment_start(step + 1)
+            live = [k for k in live if not self.trials[k].should_stop()]
+            if not live:
+                return
+            latest = max(starts[k] for k in live)
+            if len(live) < COMPACT_BELOW * meter.shape[0]:
+                meter = self._compact(live, meter)
+
+    def _check(
+        self, step: int, started: list[int], counts: list[int], meter: torch.Tensor,
+        eval_now: bool, live: list[int],
+    ) -> list[int]:
+        """Report divergence (train_loss only), or at an eval step the metrics, per trial."""
+        if not started:
+            return live
+        sums = meter.tolist()
+        gone: set[int] = set()
+        ok: list[tuple[int, float]] = []
+        for k, count in zip(started, counts):
+            train_loss = sums[self.rows[k]] / max(1, count)
+            if math.isfinite(train_loss):
+                ok.append((k, train_loss))
+            else:
+                self.trials[k].report(step, train_loss=train_loss)
+                gone.add(k)
+        if eval_now and ok:
+            with torch.no_grad():
+                values = self.evaluate().tolist()
+            for k, train_loss in ok:
+                metrics = dict(zip(self.metric_names, values[self.rows[k]]))
+                self.trials[k].report(step, train_loss=train_loss, **metrics)
+                self.trials[k].checkpoint(
+                    step, model=TrialModel(self, k), optimizer=TrialOptimizer(self, k, step)
+                )
+        return [k for k in live if k not in gone]
+
+    def _compact(self, live: list[int], meter: torch.Tensor) -> torch.Tensor:
+        rows = torch.tensor([self.rows[k] for k in live], dtype=torch.long)
+        for k in range(len(self.rows)):
+            if k not in live:
+                self.rows[k] = -1
+        self.select(rows)
+        return meter.index_select(0, rows.to(meter.device))
+
+
+def check_group(trials: Sequence[Any]) -> None:
+    """A fused group shares ``max_train_steps``, ``eval_every`` and ``device``."""
+    if not trials:
+        raise ValueError("a fused group needs at least one trial")
+    first = trials[0]
+    for t in trials[1:]:
+        same = (t.max_train_steps, t.eval_every, str(t.device)) == (
+            first.max_train_steps, first.eval_every, str(first.device))
+        if not same:
+            raise ValueError(
+                "a fused group's trials must share max_train_steps, eval_every and device"
+            )

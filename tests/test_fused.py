@@ -1,0 +1,373 @@
+"""Fused training: K trials as one computation, each trial behaving as if it ran alone."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from engine.workloads.base import WorkloadInfo
+from engine.workloads.builtin import BUILTINS, OPTIMIZERS, SCHEDULES
+from engine.workloads.common import OptimConfig, build_optimizer, lr_at
+from engine.workloads.digits import train_cnn, train_mlp
+from engine.workloads.fused import (
+    FUSED,
+    auto_group_size,
+    fuse_key,
+    fused_train_function,
+    fused_with,
+    stacked_optimizer_step,
+    train_cnn_fused,
+    train_lm_fused,
+    train_mlp_fused,
+)
+from engine.workloads.fused_optim import schedule_table
+from engine.workloads.lm import train_lm
+
+TINY: dict[str, dict[str, Any]] = {
+    "digits-mlp": {"width": 32},
+    "digits-cnn": {"channels": 8},
+    "tiny-lm": {"d_model": 32, "n_layers": 1, "n_heads": 2, "seq_len": 32, "batch_size": 8},
+}
+
+
+class FakeTrial:
+    """The engine's trial context in memory; can stop after a checkpoint or a number of steps."""
+
+    def __init__(
+        self,
+        max_train_steps: int = 40,
+        eval_every: int = 10,
+        seed: int = 0,
+        stop_after_checkpoint: int | None = None,
+        stop_after_steps: int | None = None,
+    ):
+        self.max_train_steps, self.eval_every, self.seed = max_train_steps, eval_every, seed
+        self.device = "cpu"
+        self.reports: list[tuple[int, dict[str, float]]] = []
+        self.checkpoints: dict[int, dict[str, Any]] = {}
+        self.stop_after_checkpoint, self.stop_after_steps = stop_after_checkpoint, stop_after_steps
+        self.stop = False
+        self.calls = 0
+
+    def report(self, step: int, **metrics: float) -> None:
+        self.reports.append((step, metrics))
+        if not all(math.isfinite(v) for v in metrics.values()):
+            self.stop = True
+
+    def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
+        self.checkpoints[step] = {
+            "model": copy.deepcopy(model.state_dict()),
+            "optimizer": copy.deepcopy(optimizer.state_dict()),
+        }
+        if step == self.stop_after_checkpoint:
+            self.stop = True
+
+    def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
+        if not self.checkpoints:
+            return 0
+        step = max(self.checkpoints)
+        model.load_state_dict(self.checkpoints[step]["model"])
+        optimizer.load_state_dict(self.checkpoints[step]["optimizer"])
+        return step + 1
+
+    def should_stop(self) -> bool:
+        self.calls += 1
+        if self.stop_after_steps is not None and self.calls >= self.stop_after_steps:
+            self.stop = True
+        return self.stop
+
+    def resume(self) -> FakeTrial:
+        self.stop, self.stop_after_checkpoint, self.stop_after_steps = False, None, None
+        return self
+
+    def steps(self) -> list[int]:
+        return [step for step, _ in self.reports]
+
+
+def hp_for(name: str, **overrides: Any) -> dict[str, Any]:
+    return {**BUILTINS[name].defaults(), **TINY[name], **overrides}
+
+
+# Four trials of one shape that differ in everything a trial may keep to itself.
+MIX: list[dict[str, Any]] = [
+    {"learning_rate": 3e-3, "schedule": "cosine", "weight_decay": 1e-2, "grad_clip": 0.5},
+    {"learning_rate": 1e-3, "schedule": "linear_warmup_cosine", "warmup_fraction": 0.2,
+     "label_smoothing": 0.1, "beta1": 0.8, "momentum": 0.5},
+    {"learning_rate": 8e-3, "schedule": "linear_decay", "epsilon": 1e-6, "grad_clip": 2.0},
+    {"learning_rate": 5e-4, "beta2": 0.99, "weight_decay": 1e-3, "label_smoothing": 0.05},
+]
+
+
+def group(name: str, optimizer: str = "adam", **shared: Any) -> list[dict[str, Any]]:
+    scale = 30.0 if optimizer in ("sgd", "momentum", "nesterov") else 1.0
+    return [
+        hp_for(name, **{**m, "optimizer": optimizer, **shared,
+                        "learning_rate": m["learning_rate"] * scale})
+        for m in MIX
+    ]
+
+
+def assert_same_curve(got: FakeTrial, want: FakeTrial, rel: float = 1e-4) -> None:
+    assert got.steps() == want.steps()
+    for (step, g), (_, w) in zip(got.reports, want.reports):
+        assert set(g) == set(w), step
+        for key in w:
+            if key == "val_error":
+                assert abs(g[key] - w[key]) <= 1 / 400 + 1e-9, (step, key)
+            else:
+                assert g[key] == pytest.approx(w[key], rel=rel, abs=1e-6), (step, key)
+
+
+def alone(train: Any, hp: dict[str, Any], trial: FakeTrial) -> FakeTrial:
+    train(hp, trial)
+    return trial
+
+
+# --- a fused trial is the trial alone -------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_fused_mlp_trials_match_their_unfused_runs(optimizer: str) -> None:
+    hps = group("digits-mlp", optimizer)
+    fused = [FakeTrial(seed=10 + k) for k in range(len(hps))]
+    train_mlp_fused(hps, fused)
+    for k, hp in enumerate(hps):
+        assert_same_curve(fused[k], alone(train_mlp, hp, FakeTrial(seed=10 + k)))
+        assert fused[k].steps() == [0, 10, 20, 30, 39]
+
+
+def test_fused_cnn_trials_match_their_unfused_runs() -> None:
+    hps = group("digits-cnn", "adamw")[:3]
+    fused = [FakeTrial(12, 5, seed=k) for k in range(3)]
+    train_cnn_fused(hps, fused)
+    for k, hp in enumerate(hps):
+        assert_same_curve(fused[k], alone(train_cnn, hp, FakeTrial(12, 5, seed=k)))
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_fused_lm_trials_match_their_unfused_runs(tie: bool) -> None:
+    hps = [hp_for("tiny-lm", tie_embeddings=tie, **m) for m in MIX[:2]]
+    fused = [FakeTrial(6, 5, seed=k) for k in range(2)]
+    train_lm_fused(hps, fused)
+    for k, hp in enumerate(hps):
+        assert_same_curve(fused[k], alone(train_lm, hp, FakeTrial(6, 5, seed=k)))
+
+
+def test_a_trial_with_dropout_trains_and_is_independent_of_its_group() -> None:
+    hps = group("digits-mlp")
+    hps[0]["dropout"] = 0.3
+    full = [FakeTrial(seed=k) for k in range(4)]
+    train_mlp_fused(hps, full)
+    pair = [FakeTrial(seed=0), FakeTrial(seed=3)]
+    train_mlp_fused([hps[0], hps[3]], pair)
+    assert_same_curve(pair[0], full[0], rel=1e-5)  # its dropout masks are its own
+    unfused = alone(train_mlp, hps[0], FakeTrial(seed=0)).reports[-1][1]
+    no_dropout = alone(train_mlp, {**hps[0], "dropout": 0.0}, FakeTrial(seed=0)).reports[-1][1]
+    last = full[0].reports[-1][1]
+    assert last["train_loss"] > no_dropout["train_loss"]  # dropout is on while training
+    assert abs(last["val_error"] - unfused["val_error"]) < 0.1  # and behaves like torch's
+
+
+# --- each trial ends on its own ---------------------------------------------------------
+
+
+def test_a_diverging_trial_leaves_at_its_own_step_and_the_others_are_unaffected() -> None:
+    hps = group("digits-mlp", "sgd")
+    hps[2] = {**hps[2], "learning_rate": 1e6, "schedule": "constant", "grad_clip": 0.0}
+    with_it = [FakeTrial(seed=k) for k in range(4)]
+    train_mlp_fused(hps, with_it)
+    without = [FakeTrial(seed=k) for k in (0, 1, 3)]
+    train_mlp_fused([hps[0], hps[1], hps[3]], without)
+    solo = alone(train_mlp, hps[2], FakeTrial(seed=2))
+    step, metrics = with_it[2].reports[-1]
+    assert not math.isfinite(metrics["train_loss"]) and set(metrics) == {"train_loss"}
+    assert with_it[2].steps() == solo.steps() and step < 39
+    for got, want in zip([with_it[0], with_it[1], with_it[3]], without):
+        assert_same_curve(got, want, rel=1e-6)
+
+
+def test_a_group_mostly_diverged_is_compacted_and_the_survivor_trains_on() -> None:
+    hps = group("digits-mlp", "sgd")
+    for k in (0, 1, 3):
+        hps[k] = {**hps[k], "learning_rate": 1e6, "schedule": "constant", "grad_clip": 0.0}
+    trials = [FakeTrial(seed=k) for k in range(4)]
+    train_mlp_fused(hps, trials)
+    assert all(not math.isfinite(trials[k].reports[-1][1]["train_loss"]) for k in (0, 1, 3))
+    assert_same_curve(trials[2], alone(train_mlp, hps[2], FakeTrial(seed=2)))
+    assert trials[2].checkpoints[39]["model"]["0.weight"].shape == (32, 64)
+
+
+def test_a_cancelled_trial_stops_reporting_and_the_others_continue() -> None:
+    hps = group("digits-mlp")
+    trials = [FakeTrial(seed=k) for k in range(4)]
+    trials[1].stop_after_checkpoint = 20
+    trials[3].stop_after_steps = 15  # cancelled between evaluations, after step 14
+    train_mlp_fused(hps, trials)
+    assert trials[1].steps() == [0, 10, 20]
+    assert trials[3].steps() == [0, 10]
+    for k in (0, 2):
+        assert_same_curve(trials[k], alone(train_mlp, hps[k], FakeTrial(seed=k)))
+
+
+def test_the_group_returns_when_every_trial_should_stop() -> None:
+    trials = [FakeTrial(seed=k, stop_after_checkpoint=10) for k in range(4)]
+    train_mlp_fused(group("digits-mlp"), trials)
+    assert all(t.steps() == [0, 10] for t in trials)
+
+
+# --- checkpoints and resume -------------------------------------------------------------
+
+
+def test_fused_checkpoints_have_the_unfused_format() -> None:
+    hps = group("digits-mlp", "adamw", depth=1, dropout=0.1)
+    fused = [FakeTrial(11, 10, seed=k) for k in range(4)]
+    train_mlp_fused(hps, fused)
+    solo = alone(train_mlp, hps[0], FakeTrial(11, 10, seed=0))
+    got, want = fused[0].checkpoints[10], solo.checkpoints[10]
+    assert list(got["model"]) == list(want["model"]) == ["0.weight", "0.bias", "3.weight",
+                                                          "3.bias"]
+    assert got["optimizer"]["param_groups"] == want["optimizer"]["param_groups"]
+    for index, entry in want["optimizer"]["state"].items():
+        mine = got["optimizer"]["state"][index]
+        assert list(mine) == list(entry)
+        for key, value in entry.items():
+            assert mine[key].shape == value.shape and mine[key].dtype == value.dtype
+            assert mine[key].device == value.device
+    assert got["optimizer"]["state"][0]["step"].item() == 11.0
+
+
+@pytest.mark.parametrize("optimizer", ["nesterov", "adam"])
+def test_checkpoints_move_between_fused_and_unfused_runs(optimizer: str) -> None:
+    hps = group("digits-mlp", optimizer)
+    whole = [alone(train_mlp, hp, FakeTrial(seed=k)) for k, hp in enumerate(hps)]
+    # fused -> unfused: trial 0 pauses at step 20 inside a group, resumes alone
+    fused = [FakeTrial(seed=k, stop_after_checkpoint=20 if k == 0 else None) for k in range(4)]
+    train_mlp_fused(hps, fused)
+    assert fused[0].steps()[-1] == 20
+    train_mlp(hps[0], fused[0].resume())
+    assert_same_curve(fused[0], whole[0])
+    # unfused -> fused: trial 1 pauses alone at step 10, resumes inside a group
+    paused = alone(train_mlp, hps[1], FakeTrial(seed=1, stop_after_checkpoint=10)).resume()
+    others = [FakeTrial(seed=k) for k in (0, 2)]
+    train_mlp_fused([hps[0], hps[1], hps[2]], [others[0], paused, others[1]])
+    assert_same_curve(paused, whole[1])
+
+
+def test_a_group_resumed_from_different_steps_reproduces_the_uninterrupted_curves() -> None:
+    hps = group("digits-mlp", "momentum", dropout=0.2)  # 21 steps per epoch: resumes cross epochs
+    hps[2]["dropout"] = 0.0
+    whole = [FakeTrial(60, 10, seed=k) for k in range(4)]
+    train_mlp_fused(hps, whole)
+    stops = [10, 40, 20, None]
+    parts = [FakeTrial(60, 10, seed=k, stop_after_checkpoint=s) for k, s in enumerate(stops)]
+    train_mlp_fused(hps, parts)
+    assert [t.steps()[-1] for t in parts] == [10, 40, 20, 59]
+    train_mlp_fused(hps, [t.resume() for t in parts])  # starts 11, 41, 21 and done
+    for got, want in zip(parts, whole):
+        assert_same_curve(got, want, rel=1e-5)
+
+
+# --- the pieces -------------------------------------------------------------------------
+
+
+def test_schedule_table_is_lr_at_for_every_trial() -> None:
+    base = BUILTINS["digits-mlp"].defaults()
+    cfgs = [
+        OptimConfig.from_hp({**base, "schedule": s, "learning_rate": lr, "warmup_fraction": w})
+        for s in SCHEDULES for lr, w in ((0.1, 0.05), (2.0, 0.5), (1e-3, 1.0))
+    ]
+    for total in (1, 7, 100):
+        table = schedule_table(cfgs, torch.arange(total), total)
+        want = torch.tensor([[lr_at(s, c, total) for c in cfgs] for s in range(total)],
+                            dtype=torch.float64)
+        assert torch.allclose(table, want, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_stacked_optimizer_step_matches_torch_optim(optimizer: str) -> None:
+    torch.manual_seed(0)
+    models = [torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Linear(4, 3)) for _ in range(3)]
+    base = BUILTINS["digits-mlp"].defaults()
+    hps = [{**base, "optimizer": optimizer, "learning_rate": 0.05 * (k + 1), "weight_decay": 0.1 * k,
+            "momentum": 0.5 + 0.2 * k, "beta1": 0.7 + 0.1 * k, "grad_clip": [0.0, 0.3, 5.0][k]}
+           for k in range(3)]
+    opts = [build_optimizer(m, OptimConfig.from_hp(hp)) for m, hp in zip(models, hps)]
+    params = [torch.stack([list(m.parameters())[j].detach().clone() for m in models])
+              for j in range(4)]
+    columns = {name: torch.tensor([float(hp[name]) for hp in hps])
+               for name in ("learning_rate", "weight_decay", "momentum", "beta1", "beta2",
+                            "epsilon", "grad_clip")}
+    state: dict[str, Any] = {}
+    for step in range(4):
+        x = torch.randn(6, 5)
+        grads = []
+        for m, opt, hp in zip(models, opts, hps):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            grads.append([p.grad.clone() for p in m.parameters()])
+            if hp["grad_clip"] > 0:
+                torch.nn.utils.clip_grad_norm_(m.parameters(), hp["grad_clip"])
+            opt.step()
+        stacked = [torch.stack([g[j] for g in grads]) for j in range(4)]
+        stacked_optimizer_step(params, stacked, state, columns, optimizer)
+    for j in range(4):
+        want = torch.stack([list(m.parameters())[j].detach() for m in models])
+        assert torch.allclose(params[j], want, rtol=1e-5, atol=1e-6), j
+
+
+def test_groups_must_share_shape_and_schedule_of_evaluations() -> None:
+    hps = group("digits-mlp")
+    with pytest.raises(ValueError, match="width"):
+        train_mlp_fused([hps[0], {**hps[1], "width": 16}], [FakeTrial(), FakeTrial()])
+    with pytest.raises(ValueError, match="max_train_steps"):
+        train_mlp_fused(hps[:2], [FakeTrial(40), FakeTrial(30)])
+
+
+def test_fuse_key_groups_trials_that_differ_only_per_trial() -> None:
+    info = BUILTINS["digits-mlp"]
+    a = fuse_key(info, {"learning_rate": 0.1, "dropout": 0.1, "weight_decay": 0.0})
+    b = fuse_key(info, {"learning_rate": 0.3, "dropout": 0.0, "schedule": "cosine"})
+    assert a == b and a.startswith("builtin:digits-mlp|")
+    assert fuse_key(info, {"width": 64}) != a
+    assert fuse_key(info, {"optimizer": "sgd"}) != a
+    assert fuse_key(BUILTINS["tiny-lm"], {"dropout": 0.1}) != fuse_key(BUILTINS["tiny-lm"], {})
+    for name in BUILTINS.values():
+        assert FUSED[name.entry] is fused_train_function(name)
+
+
+def test_auto_group_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    info, hp = BUILTINS["digits-mlp"], {}
+    assert auto_group_size(info, hp, "cpu") == 8
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 * 2**30, 80 * 2**30))
+    assert auto_group_size(info, hp, "cuda:0") == 1024
+    assert 1 <= auto_group_size(BUILTINS["tiny-lm"], {}, "cuda") < 1024
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (2**20, 80 * 2**30))
+    assert auto_group_size(BUILTINS["tiny-lm"], {}, "cuda") == 1
+
+
+def test_user_workloads_opt_in_with_fused_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    (tmp_path / "my_fusable.py").write_text(
+        "from engine.workloads.fused import fused_with\n"
+        "def train_fused(hps, trials):\n    pass\n"
+        "@fused_with(train_fused, group_by=('width',))\n"
+        "def train(hp, trial):\n    pass\n"
+        "def plain(hp, trial):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "my_fusable", raising=False)
+    info = WorkloadInfo(ref="my_fusable:train", kind="python", entry="my_fusable:train")
+    fused = fused_train_function(info)
+    assert fused is not None and fused.__name__ == "train_fused"
+    assert fuse_key(info, {"width": 8, "lr": 0.1}) == fuse_key(info, {"width": 8, "lr": 0.2})
+    assert fuse_key(info, {"width": 8}) != fuse_key(info, {"width": 9})
+    plain = WorkloadInfo(ref="my_fusable:plain", kind="python", entry="my_fusable:plain")
+    assert fused_train_function(plain) is None
+    with pytest.raises(ValueError, match="no fused trainer"):
+        fuse_key(plain, {})
