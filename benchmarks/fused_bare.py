@@ -14,27 +14,28 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap  # noqa: E402
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
-from engine.workloads.builtin import BUILTINS  # noqa: E402
-from engine.workloads.common import OptimConfig  # noqa: E402
-from engine.workloads.fused_core import StackedParams  # noqa: E402
-from engine.workloads.fused_optim import StackedOptimizer, stacked_optimizer_step  # noqa: E402
+from engine.workloads.builtin import BUILTINS
+from engine.workloads.common import OptimConfig
+from engine.workloads.fused_core import StackedParams
+from engine.workloads.fused_optim import StackedOptimizer, stacked_optimizer_step
 
 BATCH, DATA = 64, 4096
 
 
 def mlp() -> nn.Module:
-    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(),
-                         nn.Linear(128, 10))
+    return nn.Sequential(
+        nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10)
+    )
 
 
 def timed(step: Callable[[int], None], device: str, seconds: float) -> float:
@@ -69,8 +70,10 @@ def one_trial(device: str, x: torch.Tensor, y: torch.Tensor, seconds: float) -> 
 
 def fused(k: int, device: str, x: torch.Tensor, y: torch.Tensor, seconds: float) -> float:
     base = BUILTINS["digits-mlp"].defaults()
-    cfgs = [OptimConfig.from_hp({**base, "optimizer": "adam", "learning_rate": 1e-3 * (1 + i % 7)})
-            for i in range(k)]
+    cfgs = [
+        OptimConfig.from_hp({**base, "optimizer": "adam", "learning_rate": 1e-3 * (1 + i % 7)})
+        for i in range(k)
+    ]
     params = StackedParams([mlp() for _ in range(k)], device)
     opt = StackedOptimizer("adam", cfgs, params.n_columns, params.n_decay, 10**9, device)
 
@@ -105,8 +108,9 @@ def fused_vmap(k: int, device: str, x: torch.Tensor, y: torch.Tensor, seconds: f
     def step(i: int) -> None:
         idx = torch.randint(0, DATA, (k, BATCH), device=device)
         grads, _ = grad_all(params, x[idx], y[idx])
-        stacked_optimizer_step([params[n] for n in names], [grads[n] for n in names], state, hp,
-                               optimizer="adam")
+        stacked_optimizer_step(
+            [params[n] for n in names], [grads[n] for n in names], state, hp, optimizer="adam"
+        )
 
     return k * timed(step, device, seconds)
 
@@ -127,15 +131,19 @@ def main() -> None:
     x = torch.randn(DATA, 64, device=device)
     y = torch.randint(0, 10, (DATA,), device=device)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"
-    print(f"device {device} ({name}), torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, MLP 64-128-128-10, batch {BATCH}, Adam")
+    print(
+        f"device {device} ({name}), torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, MLP 64-128-128-10, batch {BATCH}, Adam"
+    )
     single = one_trial(device, x, y, args.seconds)
     print(f"{'one trial':>12}: {single:10.0f} trial-steps/s")
     for k in sizes:
         f = fused(k, device, x, y, args.seconds)
         v = fused_vmap(k, device, x, y, args.seconds)
-        print(f"{'K=' + str(k):>12}: {f:10.0f} trial-steps/s fused ({f / single:6.1f}x)"
-              f"   {v:10.0f} vmap+stacked_optimizer_step ({v / single:6.1f}x)")
+        print(
+            f"{'K=' + str(k):>12}: {f:10.0f} trial-steps/s fused ({f / single:6.1f}x)"
+            f"   {v:10.0f} vmap+stacked_optimizer_step ({v / single:6.1f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, torch.cuda.get_device_name(0))"
-echo "== bare loops (no engine)"
-timeout 200 python benchmarks/fused_bare.py --device cuda
-echo "== through the engine"
-timeout 360 python benchmarks/fused_engine.py --gpu
+echo "== bare loops, random data, no engine (fused_bare.py)"
+timeout 120 python benchmarks/fused_bare.py --device cuda --sizes 8,32,128,512 --seconds 1
+echo "== the 32-trial digits study in-process, no engine (fused.py)"
+timeout 120 python benchmarks/fused.py --device cuda --sizes 8,32 --rounds 1
+echo "== through the engine (fused_engine.py --gpu)"
+timeout 300 python benchmarks/fused_engine.py --gpu

@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "tui"))
 sys.path.insert(0, str(ROOT))
 
-from fake_facade import FakeFacade  # noqa: E402
-from textual.screen import Screen  # noqa: E402
+from fake_facade import FakeFacade
+from textual.screen import Screen
 
-from tuneplay_tui.app import TuneplayApp  # noqa: E402
+from tuneplay_tui.app import TuneplayApp
 
 SIZE = (120, 40)
 
@@ -89,7 +89,8 @@ async def settle(pilot: Any) -> None:
 
 def import_time() -> float:
     code = "import time; t = time.perf_counter(); import tuneplay_tui.app; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         check=True)
     return float(out.stdout.strip())
 
 

@@ -206,3 +206,43 @@ def test_engine_outlives_the_terminal_that_started_it(project: Project) -> None:
     assert project.tuneplay("engine", "status").returncode == 0
     store = project.store()
     wait_until(lambda: len(store.list_trials()) == 6 and all(t.state == TrialState.COMPLETED for t in store.list_trials()), timeout=180)
+
+
+USER_FUSED = '''
+from engine.workloads.fused import fused_with
+
+HYPERPARAMETERS = {"x": 0.5, "width": 8}
+
+
+def train_fused(hps, trials):
+    for step in range(trials[0].max_train_steps):
+        for hp, t in zip(hps, trials):
+            t.report(step, val_error=hp["x"] + 1.0 / (step + 1), group=float(len(trials)))
+
+
+@fused_with(train_fused, group_by=["width"])
+def train(hp, trial):
+    for step in range(trial.max_train_steps):
+        trial.report(step, val_error=hp["x"] + 1.0 / (step + 1), group=1.0)
+'''
+
+
+def test_groups_of_a_fused_user_workload_train_together(project: Project) -> None:
+    project.write("userfused.py", USER_FUSED)
+    study = project.write("u.toml", """\
+[study]
+name = "userfused"
+workload = "userfused:train"
+max_train_steps = 5
+eval_every = 1
+budget = 8
+fuse = 4
+[nuisance]
+x = { low = 0.0, high = 1.0 }
+""")
+    project.tuneplay("run", str(study), "--wait", "--cpu-slots", "1", check=True)
+    store = project.store()
+    trials = store.list_trials()
+    assert all(t.state == TrialState.COMPLETED for t in trials) and len({t.group_key for t in trials}) == 1
+    groups = {r.value for r in store.read_metrics(names=["group"])}
+    assert groups == {4.0}

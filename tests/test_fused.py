@@ -20,7 +20,6 @@ from engine.workloads.fused import (
     auto_group_size,
     fuse_key,
     fused_train_function,
-    fused_with,
     stacked_optimizer_step,
     train_cnn_fused,
     train_lm_fused,
@@ -28,6 +27,11 @@ from engine.workloads.fused import (
 )
 from engine.workloads.fused_optim import schedule_table
 from engine.workloads.lm import train_lm
+
+# CUDA runs the same checks where a GPU is present (TF32 convolutions and the LM's bf16 autocast
+# differ between a grouped and a plain kernel, hence the looser tolerance there).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+LOOSE = {"cpu": 1e-4, "cuda": 2e-2}
 
 TINY: dict[str, dict[str, Any]] = {
     "digits-mlp": {"width": 32},
@@ -46,9 +50,10 @@ class FakeTrial:
         seed: int = 0,
         stop_after_checkpoint: int | None = None,
         stop_after_steps: int | None = None,
+        device: str = "cpu",
     ):
         self.max_train_steps, self.eval_every, self.seed = max_train_steps, eval_every, seed
-        self.device = "cpu"
+        self.device = device
         self.reports: list[tuple[int, dict[str, float]]] = []
         self.checkpoints: dict[int, dict[str, Any]] = {}
         self.stop_after_checkpoint, self.stop_after_steps = stop_after_checkpoint, stop_after_steps
@@ -97,8 +102,14 @@ def hp_for(name: str, **overrides: Any) -> dict[str, Any]:
 # Four trials of one shape that differ in everything a trial may keep to itself.
 MIX: list[dict[str, Any]] = [
     {"learning_rate": 3e-3, "schedule": "cosine", "weight_decay": 1e-2, "grad_clip": 0.5},
-    {"learning_rate": 1e-3, "schedule": "linear_warmup_cosine", "warmup_fraction": 0.2,
-     "label_smoothing": 0.1, "beta1": 0.8, "momentum": 0.5},
+    {
+        "learning_rate": 1e-3,
+        "schedule": "linear_warmup_cosine",
+        "warmup_fraction": 0.2,
+        "label_smoothing": 0.1,
+        "beta1": 0.8,
+        "momentum": 0.5,
+    },
     {"learning_rate": 8e-3, "schedule": "linear_decay", "epsilon": 1e-6, "grad_clip": 2.0},
     {"learning_rate": 5e-4, "beta2": 0.99, "weight_decay": 1e-3, "label_smoothing": 0.05},
 ]
@@ -107,8 +118,10 @@ MIX: list[dict[str, Any]] = [
 def group(name: str, optimizer: str = "adam", **shared: Any) -> list[dict[str, Any]]:
     scale = 30.0 if optimizer in ("sgd", "momentum", "nesterov") else 1.0
     return [
-        hp_for(name, **{**m, "optimizer": optimizer, **shared,
-                        "learning_rate": m["learning_rate"] * scale})
+        hp_for(
+            name,
+            **{**m, "optimizer": optimizer, **shared, "learning_rate": m["learning_rate"] * scale},
+        )
         for m in MIX
     ]
 
@@ -119,7 +132,7 @@ def assert_same_curve(got: FakeTrial, want: FakeTrial, rel: float = 1e-4) -> Non
         assert set(g) == set(w), step
         for key in w:
             if key == "val_error":
-                assert abs(g[key] - w[key]) <= 1 / 400 + 1e-9, (step, key)
+                assert abs(g[key] - w[key]) <= max(1 / 400 + 1e-9, rel), (step, key)
             else:
                 assert g[key] == pytest.approx(w[key], rel=rel, abs=1e-6), (step, key)
 
@@ -132,31 +145,36 @@ def alone(train: Any, hp: dict[str, Any], trial: FakeTrial) -> FakeTrial:
 # --- a fused trial is the trial alone -------------------------------------------------
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
-def test_fused_mlp_trials_match_their_unfused_runs(optimizer: str) -> None:
+def test_fused_mlp_trials_match_their_unfused_runs(optimizer: str, device: str) -> None:
     hps = group("digits-mlp", optimizer)
-    fused = [FakeTrial(seed=10 + k) for k in range(len(hps))]
+    fused = [FakeTrial(seed=10 + k, device=device) for k in range(len(hps))]
     train_mlp_fused(hps, fused)
     for k, hp in enumerate(hps):
-        assert_same_curve(fused[k], alone(train_mlp, hp, FakeTrial(seed=10 + k)))
+        assert_same_curve(fused[k], alone(train_mlp, hp, FakeTrial(seed=10 + k, device=device)))
         assert fused[k].steps() == [0, 10, 20, 30, 39]
 
 
-def test_fused_cnn_trials_match_their_unfused_runs() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_fused_cnn_trials_match_their_unfused_runs(device: str) -> None:
     hps = group("digits-cnn", "adamw")[:3]
-    fused = [FakeTrial(12, 5, seed=k) for k in range(3)]
+    fused = [FakeTrial(12, 5, seed=k, device=device) for k in range(3)]
     train_cnn_fused(hps, fused)
     for k, hp in enumerate(hps):
-        assert_same_curve(fused[k], alone(train_cnn, hp, FakeTrial(12, 5, seed=k)))
+        want = alone(train_cnn, hp, FakeTrial(12, 5, seed=k, device=device))
+        assert_same_curve(fused[k], want, rel=LOOSE[device])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("tie", [True, False])
-def test_fused_lm_trials_match_their_unfused_runs(tie: bool) -> None:
+def test_fused_lm_trials_match_their_unfused_runs(tie: bool, device: str) -> None:
     hps = [hp_for("tiny-lm", tie_embeddings=tie, **m) for m in MIX[:2]]
-    fused = [FakeTrial(6, 5, seed=k) for k in range(2)]
+    fused = [FakeTrial(6, 5, seed=k, device=device) for k in range(2)]
     train_lm_fused(hps, fused)
     for k, hp in enumerate(hps):
-        assert_same_curve(fused[k], alone(train_lm, hp, FakeTrial(6, 5, seed=k)))
+        want = alone(train_lm, hp, FakeTrial(6, 5, seed=k, device=device))
+        assert_same_curve(fused[k], want, rel=LOOSE[device])
 
 
 def test_a_trial_with_dropout_trains_and_is_independent_of_its_group() -> None:
@@ -177,19 +195,22 @@ def test_a_trial_with_dropout_trains_and_is_independent_of_its_group() -> None:
 # --- each trial ends on its own ---------------------------------------------------------
 
 
-def test_a_diverging_trial_leaves_at_its_own_step_and_the_others_are_unaffected() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_diverging_trial_leaves_at_its_own_step_and_the_others_are_unaffected(
+    device: str,
+) -> None:
     hps = group("digits-mlp", "sgd")
     hps[2] = {**hps[2], "learning_rate": 1e6, "schedule": "constant", "grad_clip": 0.0}
-    with_it = [FakeTrial(seed=k) for k in range(4)]
+    with_it = [FakeTrial(seed=k, device=device) for k in range(4)]
     train_mlp_fused(hps, with_it)
-    without = [FakeTrial(seed=k) for k in (0, 1, 3)]
+    without = [FakeTrial(seed=k, device=device) for k in (0, 1, 3)]
     train_mlp_fused([hps[0], hps[1], hps[3]], without)
-    solo = alone(train_mlp, hps[2], FakeTrial(seed=2))
+    solo = alone(train_mlp, hps[2], FakeTrial(seed=2, device=device))
     step, metrics = with_it[2].reports[-1]
     assert not math.isfinite(metrics["train_loss"]) and set(metrics) == {"train_loss"}
     assert with_it[2].steps() == solo.steps() and step < 39
     for got, want in zip([with_it[0], with_it[1], with_it[3]], without):
-        assert_same_curve(got, want, rel=1e-6)
+        assert_same_curve(got, want, rel=1e-6 if device == "cpu" else 1e-4)
 
 
 def test_a_group_mostly_diverged_is_compacted_and_the_survivor_trains_on() -> None:
@@ -230,8 +251,7 @@ def test_fused_checkpoints_have_the_unfused_format() -> None:
     train_mlp_fused(hps, fused)
     solo = alone(train_mlp, hps[0], FakeTrial(11, 10, seed=0))
     got, want = fused[0].checkpoints[10], solo.checkpoints[10]
-    assert list(got["model"]) == list(want["model"]) == ["0.weight", "0.bias", "3.weight",
-                                                          "3.bias"]
+    assert list(got["model"]) == list(want["model"]) == ["0.weight", "0.bias", "3.weight", "3.bias"]
     assert got["optimizer"]["param_groups"] == want["optimizer"]["param_groups"]
     for index, entry in want["optimizer"]["state"].items():
         mine = got["optimizer"]["state"][index]
@@ -259,13 +279,19 @@ def test_checkpoints_move_between_fused_and_unfused_runs(optimizer: str) -> None
     assert_same_curve(paused, whole[1])
 
 
-def test_a_group_resumed_from_different_steps_reproduces_the_uninterrupted_curves() -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_group_resumed_from_different_steps_reproduces_the_uninterrupted_curves(
+    device: str,
+) -> None:
     hps = group("digits-mlp", "momentum", dropout=0.2)  # 21 steps per epoch: resumes cross epochs
     hps[2]["dropout"] = 0.0
-    whole = [FakeTrial(60, 10, seed=k) for k in range(4)]
+    whole = [FakeTrial(60, 10, seed=k, device=device) for k in range(4)]
     train_mlp_fused(hps, whole)
     stops = [10, 40, 20, None]
-    parts = [FakeTrial(60, 10, seed=k, stop_after_checkpoint=s) for k, s in enumerate(stops)]
+    parts = [
+        FakeTrial(60, 10, seed=k, stop_after_checkpoint=s, device=device)
+        for k, s in enumerate(stops)
+    ]
     train_mlp_fused(hps, parts)
     assert [t.steps()[-1] for t in parts] == [10, 40, 20, 59]
     train_mlp_fused(hps, [t.resume() for t in parts])  # starts 11, 41, 21 and done
@@ -280,12 +306,14 @@ def test_schedule_table_is_lr_at_for_every_trial() -> None:
     base = BUILTINS["digits-mlp"].defaults()
     cfgs = [
         OptimConfig.from_hp({**base, "schedule": s, "learning_rate": lr, "warmup_fraction": w})
-        for s in SCHEDULES for lr, w in ((0.1, 0.05), (2.0, 0.5), (1e-3, 1.0))
+        for s in SCHEDULES
+        for lr, w in ((0.1, 0.05), (2.0, 0.5), (1e-3, 1.0))
     ]
     for total in (1, 7, 100):
         table = schedule_table(cfgs, torch.arange(total), total)
-        want = torch.tensor([[lr_at(s, c, total) for c in cfgs] for s in range(total)],
-                            dtype=torch.float64)
+        want = torch.tensor(
+            [[lr_at(s, c, total) for c in cfgs] for s in range(total)], dtype=torch.float64
+        )
         assert torch.allclose(table, want, rtol=1e-12, atol=0)
 
 
@@ -294,15 +322,34 @@ def test_stacked_optimizer_step_matches_torch_optim(optimizer: str) -> None:
     torch.manual_seed(0)
     models = [torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Linear(4, 3)) for _ in range(3)]
     base = BUILTINS["digits-mlp"].defaults()
-    hps = [{**base, "optimizer": optimizer, "learning_rate": 0.05 * (k + 1), "weight_decay": 0.1 * k,
-            "momentum": 0.5 + 0.2 * k, "beta1": 0.7 + 0.1 * k, "grad_clip": [0.0, 0.3, 5.0][k]}
-           for k in range(3)]
+    hps = [
+        {
+            **base,
+            "optimizer": optimizer,
+            "learning_rate": 0.05 * (k + 1),
+            "weight_decay": 0.1 * k,
+            "momentum": 0.5 + 0.2 * k,
+            "beta1": 0.7 + 0.1 * k,
+            "grad_clip": [0.0, 0.3, 5.0][k],
+        }
+        for k in range(3)
+    ]
     opts = [build_optimizer(m, OptimConfig.from_hp(hp)) for m, hp in zip(models, hps)]
-    params = [torch.stack([list(m.parameters())[j].detach().clone() for m in models])
-              for j in range(4)]
-    columns = {name: torch.tensor([float(hp[name]) for hp in hps])
-               for name in ("learning_rate", "weight_decay", "momentum", "beta1", "beta2",
-                            "epsilon", "grad_clip")}
+    params = [
+        torch.stack([list(m.parameters())[j].detach().clone() for m in models]) for j in range(4)
+    ]
+    columns = {
+        name: torch.tensor([float(hp[name]) for hp in hps])
+        for name in (
+            "learning_rate",
+            "weight_decay",
+            "momentum",
+            "beta1",
+            "beta2",
+            "epsilon",
+            "grad_clip",
+        )
+    }
     state: dict[str, Any] = {}
     for step in range(4):
         x = torch.randn(6, 5)
@@ -310,7 +357,7 @@ def test_stacked_optimizer_step_matches_torch_optim(optimizer: str) -> None:
         for m, opt, hp in zip(models, opts, hps):
             opt.zero_grad()
             m(x).square().mean().backward()
-            grads.append([p.grad.clone() for p in m.parameters()])
+            grads.append([p.grad.clone() for p in m.parameters() if p.grad is not None])
             if hp["grad_clip"] > 0:
                 torch.nn.utils.clip_grad_norm_(m.parameters(), hp["grad_clip"])
             opt.step()
@@ -342,7 +389,7 @@ def test_fuse_key_groups_trials_that_differ_only_per_trial() -> None:
 
 
 def test_auto_group_size(monkeypatch: pytest.MonkeyPatch) -> None:
-    info, hp = BUILTINS["digits-mlp"], {}
+    info, hp = BUILTINS["digits-mlp"], dict[str, Any]()
     assert auto_group_size(info, hp, "cpu") == 8
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (80 * 2**30, 80 * 2**30))
     assert auto_group_size(info, hp, "cuda:0") == 1024
@@ -351,8 +398,9 @@ def test_auto_group_size(monkeypatch: pytest.MonkeyPatch) -> None:
     assert auto_group_size(BUILTINS["tiny-lm"], {}, "cuda") == 1
 
 
-def test_user_workloads_opt_in_with_fused_with(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                               ) -> None:
+def test_user_workloads_opt_in_with_fused_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "my_fusable.py").write_text(
         "from engine.workloads.fused import fused_with\n"
         "def train_fused(hps, trials):\n    pass\n"

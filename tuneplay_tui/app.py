@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
 
 from textual.app import App
-from textual.binding import Binding
-from textual.screen import ModalScreen
+from textual.binding import Binding, BindingType
+from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from engine.store.base import Trial
@@ -23,7 +24,12 @@ from tuneplay_tui.format import one_line, plural
 from tuneplay_tui.messages import EngineCallDone, WorkspacePolled
 from tuneplay_tui.poller import Poller
 from tuneplay_tui.screens import (
-    AnalysisScreen, BaselineScreen, DecisionScreen, DesignScreen, HomeScreen, RunningScreen,
+    AnalysisScreen,
+    BaselineScreen,
+    DecisionScreen,
+    DesignScreen,
+    HomeScreen,
+    RunningScreen,
 )
 from tuneplay_tui.screens.base import StageScreen
 from tuneplay_tui.screens.help import HelpScreen
@@ -38,9 +44,11 @@ class TuneplayApp(App[str]):
     CSS_PATH = "app.tcss"
     TITLE = "tuneplay"
     COMMANDS = App.COMMANDS | {TuneplayCommands}
-    MODES = {"home": HomeScreen, "baseline": BaselineScreen, "design": DesignScreen,
-             "running": RunningScreen, "analysis": AnalysisScreen, "decision": DecisionScreen}
-    BINDINGS = [
+    MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
+        "home": HomeScreen, "baseline": BaselineScreen, "design": DesignScreen,
+        "running": RunningScreen, "analysis": AnalysisScreen, "decision": DecisionScreen,
+    }
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("1", "stage('baseline')", "Baseline", show=False),
         Binding("2", "stage('design')", "Design", show=False),
         Binding("3", "stage('running')", "Running", show=False),
@@ -217,7 +225,7 @@ class TuneplayApp(App[str]):
         if self._workloads is None:
             try:
                 self._workloads = list(self.facade.workloads())
-            except Exception:
+            except Exception:  # noqa: BLE001 (an error boundary)
                 self._workloads = []
         return next((w for w in self._workloads if w.ref == exp.experiment.workload), None)
 
@@ -232,7 +240,7 @@ class TuneplayApp(App[str]):
         def job() -> None:
             try:
                 result = fn()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (an error boundary)
                 self.post_message(EngineCallDone(label, error=one_line(exc)))
                 return
             self.post_message(EngineCallDone(label, result, on_done=on_done))
@@ -283,7 +291,7 @@ def run_app(args: list[str]) -> int:
         from engine.facade_local import LocalFacade
 
         facade = LocalFacade(workspace_path(opts.workspace))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 (an error boundary)
         print(f"tuneplay: cannot open the workspace: {one_line(exc)}", file=sys.stderr)
         return 2
     app = TuneplayApp(facade, study_file=opts.file)

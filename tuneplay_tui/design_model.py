@@ -11,8 +11,9 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 ROLES = ("fixed", "nuisance", "scientific")
 SCALES = ("linear", "log", "int", "int_log", "categorical")
@@ -176,7 +177,7 @@ class DesignModel:
             return 1
         return math.prod(max(len(r.values), 1) for r in self.by_role("scientific"))
 
-    def allocation_hint(self) -> str:
+    def allocation_hint(self, compact: bool = False) -> str:
         """How the budget splits over scientific values and nuisance dimensions."""
         budget = int(self.study.get("budget", 0) or 0)
         combos, dims = self.combos(), len(self.by_role("nuisance"))
@@ -189,6 +190,9 @@ class DesignModel:
             return head + " · no nuisance dimensions: every point is one config"
         want = RULE_OF_THUMB * dims * combos
         per = points / dims
+        if compact:
+            verdict = "enough to explore" if budget >= want else f"thin (≥{RULE_OF_THUMB}/dim: {want})"
+            return f"{head} · {per:.1f} points/nuisance dim · {verdict}"
         verdict = ("enough to explore" if budget >= want
                    else f"thin: exploring wants ≥ {RULE_OF_THUMB}/dim, budget ≈ {want}")
         return f"{head} · {per:.1f} points per nuisance dim ({dims}) · {verdict}"
@@ -267,7 +271,7 @@ def _scales_for(r: HpRow) -> tuple[str, ...]:
 def _default_range(r: HpRow) -> None:
     """A first range around the fixed value: x/÷10 on a log scale, int halves/doubles."""
     v = r.value
-    if isinstance(v, bool) or isinstance(v, str) or r.choices or v is None:
+    if isinstance(v, (bool, str)) or r.choices or v is None:
         _to_categorical(r)
     elif isinstance(v, int):
         r.low, r.high, r.scale = max(1, v // 2), max(2, v * 2), "int_log" if v >= 2 else "int"
@@ -288,7 +292,7 @@ def _to_categorical(r: HpRow, compare: bool = False) -> None:
     v = r.value
     if r.choices:
         others = [c for c in r.choices if c != v]
-        r.values = tuple([v, *others[:1]]) if compare and v is not None else tuple(r.choices)
+        r.values = (v, *others[:1]) if compare and v is not None else tuple(r.choices)
     elif isinstance(v, bool):
         r.values = (v, not v)
     elif isinstance(v, int):

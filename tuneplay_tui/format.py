@@ -7,7 +7,8 @@ pale green vanish on a light background; pure blue vanishes on a dark one).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from rich.text import Text
 
@@ -67,7 +68,7 @@ def duration(seconds: float | None) -> str:
     """``42s``, ``6m``, ``1h05m``; ``—`` when unknown."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "—"
-    s = int(round(seconds))
+    s = round(seconds)
     if s < 60:
         return f"{s}s"
     if s < 3600:
@@ -80,7 +81,7 @@ def duration(seconds: float | None) -> str:
 def bar(fraction: float, width: int) -> str:
     """A left-aligned progress bar in eighth blocks, exactly ``width`` cells."""
     f = min(max(fraction, 0.0), 1.0)
-    eighths = int(round(f * width * 8))
+    eighths = round(f * width * 8)
     full, part = divmod(eighths, 8)
     out = "█" * full + (_EIGHTHS[part] if part and full < width else "")
     return out.ljust(width)

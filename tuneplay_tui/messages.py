@@ -7,8 +7,9 @@ fast trial or a slow UI frame can never pile up a queue of stale updates.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from textual.message import Message
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import inspect
 import threading
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from engine.store.base import MetricRow, Trial
 from tuneplay_tui.format import one_line
@@ -70,7 +71,7 @@ class Poller:
         while True:
             try:
                 message = self.read()
-            except Exception as exc:  # an unreachable engine is a state, not a crash
+            except Exception as exc:  # noqa: BLE001 (an unreachable engine is a state, not a crash)
                 message = WorkspacePolled(None, error=one_line(exc))
             self.app.post_message(message)
             with self._lock:
@@ -90,7 +91,7 @@ class Poller:
     def _devices(self) -> list[Any]:
         try:
             return list(self.facade.devices())
-        except Exception:  # device stats are a nicety; never fail a poll on them
+        except Exception:  # noqa: BLE001 (device stats are a nicety; never fail a poll)
             return []
 
     def _read_curves(self, trials: Sequence[Trial], follow: Sequence[int]) -> dict[int, Any]:

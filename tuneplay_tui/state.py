@@ -8,7 +8,8 @@ are plain functions of the data.
 from __future__ import annotations
 
 from collections import Counter, deque
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from engine.facade import DeviceUsage, ExperimentSummary, Snapshot, StudySummary
 from engine.store.base import Baseline, Decision, Study, Trial, TrialState

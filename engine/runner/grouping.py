@@ -20,19 +20,31 @@ from engine.store.base import NewTrial
 FUSABLE: dict[str, tuple[str, ...]] = {
     "builtin:digits-mlp": ("optimizer", "activation"),
     "builtin:digits-cnn": ("optimizer", "activation"),
+    "builtin:tiny-lm": ("optimizer", "activation", "dropout"),
 }
 CPU_AUTO_GROUP = 8
 
 
 def group_key(spec: StudySpec, base_config: Mapping[str, Any], params: Mapping[str, Any], max_train_steps: int) -> str:
     """The fusion group of one trial ("" when it must run alone)."""
-    if spec.fuse == "off" or spec.fuse == 1 or spec.workload_ref not in FUSABLE:
+    if spec.fuse == "off" or spec.fuse == 1 or isinstance(spec.workload, tuple):
         return ""
-    from engine.workloads.registry import resolve_workload
+    from engine.workloads.registry import WorkloadError, resolve_workload
 
-    info = resolve_workload(spec.workload)
+    try:
+        info = resolve_workload(spec.workload)
+    except WorkloadError:
+        return ""
+    if spec.workload_ref not in FUSABLE and not info.fusable:
+        return ""
     hp = {**info.defaults(), **base_config, **params}
-    equal = {k: hp.get(k) for k in (*info.shape_keys, *FUSABLE[spec.workload_ref])}
+    if spec.workload_ref in FUSABLE:
+        keys: tuple[str, ...] = (*info.shape_keys, *FUSABLE[spec.workload_ref])
+    elif info.fuse_keys is not None:
+        keys = info.fuse_keys
+    else:  # a user workload that names nothing: every value that is not a float must match
+        keys = tuple(k for k, v in hp.items() if not isinstance(v, float))
+    equal = {k: hp.get(k) for k in keys}
     blob = json.dumps([spec.workload_ref, max_train_steps, spec.eval_every, equal], sort_keys=True, default=str)
     return f"{spec.fuse}|{hashlib.sha1(blob.encode()).hexdigest()[:16]}"
 

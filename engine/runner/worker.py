@@ -167,13 +167,13 @@ class Worker:
 
     def _fused_function(self, trial: Trial) -> Callable[..., Any] | None:
         ref = self._study(trial.study_id).spec.get("workload")
-        if not isinstance(ref, str) or not ref.startswith("builtin:"):
+        if not isinstance(ref, str):
             return None
         try:
-            from engine.workloads.fused import FUSED
+            from engine.workloads.fused import fused_train_function
         except ImportError:
             return None
-        return FUSED.get(resolve_workload(ref).entry)
+        return fused_train_function(resolve_workload(ref))
 
     def _finish(self, ctx: TrialContext, trial: Trial, state: TrialState, error: str, seconds: float) -> None:
         try:

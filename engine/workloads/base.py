@@ -38,6 +38,8 @@ class WorkloadInfo:
     shape_keys: tuple[str, ...] = ()  # hyperparameters that change tensor shapes (fusion)
     default_metric: str = "val_error"
     default_mode: str = "min"
+    fusable: bool = False  # a fused trainer exists (built-in, or @fused_with on a Python entry)
+    fuse_keys: tuple[str, ...] | None = None  # must be equal within a fused group (None: non-floats)
 
     def defaults(self) -> dict[str, Any]:
         if not self.hyperparameters:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import copy
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -258,8 +258,9 @@ class TrialOptimizer:
         g, k = self.group, self.trial
         ids = [i for group in state["param_groups"] for i in group["params"]]
         if len(ids) != len(g.params.segments):
-            raise ValueError(f"optimizer state has {len(ids)} parameters, the model has "
-                             f"{len(g.params.segments)}")
+            raise ValueError(
+                f"optimizer state has {len(ids)} parameters, the model has {len(g.params.segments)}"
+            )
         counts = [
             g.optimizer.load_trial_state(g.row(k), seg, state["state"].get(i, {}))
             for i, seg in zip(ids, g.params.segments)
@@ -291,8 +292,12 @@ class FusedTrainer:
         ]
         self.params = StackedParams(modules, self.device)
         self.optimizer = StackedOptimizer(
-            cfgs[0].optimizer, cfgs, self.params.n_columns, self.params.n_decay,
-            self.max_train_steps, self.device,
+            cfgs[0].optimizer,
+            cfgs,
+            self.params.n_columns,
+            self.params.n_decay,
+            self.max_train_steps,
+            self.device,
         )
         self.rows = list(range(len(self.trials)))  # trial index -> row (-1: left the group)
         self.restored_counts = [0.0] * len(self.trials)
@@ -368,8 +373,13 @@ class FusedTrainer:
                 meter = self._compact(live, meter)
 
     def _check(
-        self, step: int, started: list[int], counts: list[int], meter: torch.Tensor,
-        eval_now: bool, live: list[int],
+        self,
+        step: int,
+        started: list[int],
+        counts: list[int],
+        meter: torch.Tensor,
+        eval_now: bool,
+        live: list[int],
     ) -> list[int]:
         """Report divergence (train_loss only), or at an eval step the metrics, per trial."""
         if not started:
@@ -411,7 +421,10 @@ def check_group(trials: Sequence[Any]) -> None:
     first = trials[0]
     for t in trials[1:]:
         same = (t.max_train_steps, t.eval_every, str(t.device)) == (
-            first.max_train_steps, first.eval_every, str(first.device))
+            first.max_train_steps,
+            first.eval_every,
+            str(first.device),
+        )
         if not same:
             raise ValueError(
                 "a fused group's trials must share max_train_steps, eval_every and device"

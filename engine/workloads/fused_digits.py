@@ -71,9 +71,7 @@ class DigitsFused(FusedTrainer):
         self.sampler = GroupSampler(len(self.x_train), batch, seeds, self.device)
         self.dropout = TrialDropout([m["dropout"] for m in model_hps], seeds, self.device)
         smoothing = [c.label_smoothing for c in cfgs]
-        self.smoothing = (
-            torch.tensor(smoothing, device=self.device) if any(smoothing) else None
-        )
+        self.smoothing = torch.tensor(smoothing, device=self.device) if any(smoothing) else None
 
     # -- the model ---------------------------------------------------------------------
     def logits(self, x: torch.Tensor, step: int, train: bool) -> torch.Tensor:
@@ -188,5 +186,3 @@ def train_mlp_fused(hps: Sequence[Mapping[str, Any]], trials: Sequence[Any]) -> 
 def train_cnn_fused(hps: Sequence[Mapping[str, Any]], trials: Sequence[Any]) -> None:
     """builtin:digits-cnn for K trials at once (see :mod:`engine.workloads.fused`)."""
     DigitsFused(hps, trials, "cnn").run()
-
-

@@ -62,7 +62,8 @@ class LMFused(FusedTrainer):
         probabilities = [float(hp["dropout"]) for hp in hps]
         self.attention_dropout = shared(probabilities, "dropout")
         first = modules[0]
-        self.n_layers, self.n_heads = len(first.blocks), first.blocks[0].n_heads
+        self.n_layers = len(first.blocks)
+        self.n_heads = int(check_positive_int(hps[0], "n_heads"))
         self.seq_len, self.batch_size = first.pos.num_embeddings, batch
         self.tied = first.head.weight is first.tok.weight
         self.names = [name for name, _ in first.named_parameters()]
@@ -82,7 +83,7 @@ class LMFused(FusedTrainer):
     def logits(self, idx: torch.Tensor, step: int, train: bool) -> torch.Tensor:
         """``idx`` ``(K, B, T)`` bytes -> logits ``(K, B, T, 256)``."""
         p = dict(zip(self.names, self.params.leaves))
-        k, b, t = idx.shape
+        k, t = idx.shape[0], idx.shape[2]
         trial = torch.arange(k, device=idx.device)[:, None, None]
         h = p["tok.weight"][trial, idx] + p["pos.weight"][:, None, :t, :]
         h = self._drop(h, step, 0, train)
@@ -93,7 +94,12 @@ class LMFused(FusedTrainer):
         return _linear(h, head, None)
 
     def _block(
-        self, p: dict[str, torch.Tensor], pre: str, x: torch.Tensor, step: int, i: int,
+        self,
+        p: dict[str, torch.Tensor],
+        pre: str,
+        x: torch.Tensor,
+        step: int,
+        i: int,
         train: bool,
     ) -> torch.Tensor:
         k, b, t, d = x.shape
@@ -101,12 +107,16 @@ class LMFused(FusedTrainer):
         qkv = _linear(a, p[pre + "qkv.weight"], p[pre + "qkv.bias"])
         q, key, v = qkv.view(k * b, t, 3, self.n_heads, d // self.n_heads).unbind(2)
         y = F.scaled_dot_product_attention(
-            q.transpose(1, 2), key.transpose(1, 2), v.transpose(1, 2), is_causal=True,
+            q.transpose(1, 2),
+            key.transpose(1, 2),
+            v.transpose(1, 2),
+            is_causal=True,
             dropout_p=self.attention_dropout if train else 0.0,
         )
         y = y.transpose(1, 2).reshape(k, b, t, d)
-        x = x + self._drop(_linear(y, p[pre + "proj.weight"], p[pre + "proj.bias"]),
-                           step, 2 * i + 1, train)
+        x = x + self._drop(
+            _linear(y, p[pre + "proj.weight"], p[pre + "proj.bias"]), step, 2 * i + 1, train
+        )
         m = _layer_norm(x, p[pre + "ln2.weight"], p[pre + "ln2.bias"])
         m = self.activation(_linear(m, p[pre + "mlp.0.weight"], p[pre + "mlp.0.bias"]))
         m = _linear(m, p[pre + "mlp.2.weight"], p[pre + "mlp.2.bias"])
@@ -133,8 +143,9 @@ class LMFused(FusedTrainer):
     def evaluate(self) -> torch.Tensor:
         k, t = self.params.flat.shape[0], self.seq_len
         starts = val_starts(self.val_data, t)
-        per_pass = max(1, min(max(self.batch_size, EVAL_BATCH_TOKENS // t),
-                              EVAL_TOKENS_PER_PASS // (k * t)))
+        per_pass = max(
+            1, min(max(self.batch_size, EVAL_BATCH_TOKENS // t), EVAL_TOKENS_PER_PASS // (k * t))
+        )
         loss_sum = torch.zeros(k, device=self.device)
         wrong = torch.zeros(k, device=self.device)
         for chunk in starts.split(per_pass):

@@ -97,7 +97,9 @@ class StackedOptimizer:
         device: str | torch.device,
     ) -> None:
         if kind not in ADAM_KINDS + SGD_KINDS or any(c.optimizer != kind for c in cfgs):
-            raise ValueError(f"a fused group needs one optimizer; got {[c.optimizer for c in cfgs]}")
+            raise ValueError(
+                f"a fused group needs one optimizer; got {[c.optimizer for c in cfgs]}"
+            )
         self.kind, self.cfgs, self.n_decay = kind, list(cfgs), n_decay
         self.max_train_steps, self.device = max_train_steps, device
         k = len(cfgs)
@@ -202,11 +204,29 @@ class StackedOptimizer:
         nd = self.n_decay
         decay = (flat[:, :nd], grad[:, :nd]) if self.any_decay else None
         if self.kind in ADAM_KINDS:
-            adam_math(flat, grad, self.state["exp_avg"], self.state["exp_avg_sq"], c,
-                      self.epsilon, self.weight_decay, decay, self.kind == "adamw", mixed)
+            adam_math(
+                flat,
+                grad,
+                self.state["exp_avg"],
+                self.state["exp_avg_sq"],
+                c,
+                self.epsilon,
+                self.weight_decay,
+                decay,
+                self.kind == "adamw",
+                mixed,
+            )
         else:
-            sgd_math(flat, grad, self.state.get("momentum_buffer"), c, self.momentum,
-                     self.weight_decay, decay, self.kind == "nesterov")
+            sgd_math(
+                flat,
+                grad,
+                self.state.get("momentum_buffer"),
+                c,
+                self.momentum,
+                self.weight_decay,
+                decay,
+                self.kind == "nesterov",
+            )
 
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the trials at ``rows`` (compaction after trials leave the group)."""
@@ -308,8 +328,14 @@ def adam_math(
 # -- the helper for user workloads ------------------------------------------------------
 
 HP_NAMES = ("learning_rate", "weight_decay", "beta1", "beta2", "epsilon", "momentum", "grad_clip")
-_HP_DEFAULTS = {"weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8,
-                "momentum": 0.9, "grad_clip": 0.0}
+_HP_DEFAULTS = {
+    "weight_decay": 0.0,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "epsilon": 1e-8,
+    "momentum": 0.9,
+    "grad_clip": 0.0,
+}
 
 
 @torch.no_grad()

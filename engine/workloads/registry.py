@@ -85,10 +85,35 @@ def _resolve_python(ref: str, base_dir: str | None) -> WorkloadInfo:
     names |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
     if func not in names:
         raise WorkloadError(f"module {module!r} ({spec.origin}) defines no function {func!r}")
+    fusable, fuse_keys = _fusion_declared(tree, func)
     return WorkloadInfo(
         ref=ref, kind="python", entry=ref, hyperparameters=_declared_hps(tree, spec.origin),
-        description=f"Python entry point {ref}",
+        description=f"Python entry point {ref}", fusable=fusable, fuse_keys=fuse_keys,
     )
+
+
+def _fusion_declared(tree: ast.Module, func: str) -> tuple[bool, tuple[str, ...] | None]:
+    """``@fused_with(fused, group_by=[...])`` on the train function, or ``train.fused = ...``."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == func:
+            for dec in node.decorator_list:
+                call = dec if isinstance(dec, ast.Call) else None
+                name = getattr(call.func if call else dec, "id", getattr(call.func if call else dec, "attr", ""))
+                if name == "fused_with":
+                    keys = None
+                    for kw in call.keywords if call else []:
+                        if kw.arg == "group_by":
+                            try:
+                                keys = tuple(str(k) for k in ast.literal_eval(kw.value))
+                            except ValueError:
+                                keys = None
+                    return True, keys
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Attribute) and t.attr == "fused" and getattr(t.value, "id", "") == func
+            for t in node.targets
+        ):
+            return True, None
+    return False, None
 
 
 def _declared_hps(tree: ast.Module, origin: str) -> dict[str, HParamInfo] | None:

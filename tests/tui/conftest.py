@@ -8,16 +8,17 @@ from __future__ import annotations
 import asyncio
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_facade import FakeFacade  # noqa: E402
+from fake_facade import FakeFacade
 
-from tuneplay_tui.app import TuneplayApp  # noqa: E402
+from tuneplay_tui.app import TuneplayApp
 
 WORKSPACE = "/tmp/tuneplay-fake/.tuneplay"  # fixed, so snapshots never show a tmp path
 

@@ -8,7 +8,8 @@ storing millions of rows, and every test run and snapshot sees the same numbers.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -10,21 +10,22 @@ decisions are the real engine functions run on the fake's records.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-import numpy as np
+from typing import Any
 
 import fake_data as fd
+import numpy as np
+from fake_store import FakeStore
+
 from engine.analysis import analyze_study, curves_frame, recommend_batch_size, trials_frame
 from engine.decisions import decide as real_decide
 from engine.decisions import plan_reruns
 from engine.facade import DeviceUsage, ExperimentSummary, Snapshot, StudySummary
-from engine.search import points_per_combo, preview, quasi_random_trials, scientific_combos
+from engine.search import points_per_combo, preview, quasi_random_trials
 from engine.spec import StudySpec, parse_study, spec_from_dict
-from engine.store.base import MetricRow, NewTrial, StoreError, Study, Trial, TrialState
+from engine.store.base import MetricRow, NewTrial, Study, Trial, TrialState
 from engine.workloads.builtin import BUILTINS, OPTIMIZER_HPARAMS
-from fake_store import FakeStore
 
 S = TrialState
 GPU_SLOTS = ("gpu0.0", "gpu0.1", "gpu1.0", "gpu1.1")

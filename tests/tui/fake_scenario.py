@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import fake_data as fd
+
 from engine.decisions import decide, plan_reruns
 from engine.store.base import TrialState
 

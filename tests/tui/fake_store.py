@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from engine.store.base import (
-    Baseline, Decision, Experiment, NewTrial, StoreError, Study, Trial, TrialState,
+    Baseline,
+    Decision,
+    Experiment,
+    NewTrial,
+    StoreError,
+    Study,
+    Trial,
+    TrialState,
 )
 
 

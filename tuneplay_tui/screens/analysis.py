@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
 from textual.widgets import DataTable, OptionList, Static
@@ -52,7 +52,7 @@ from experimental results"):
 Findings come warn first. `enter` lists the trials behind a finding; `enter` on a trial
 opens it on the running screen with its curves.
 """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "trials", "Trials behind", show=False),
         Binding("left_square_bracket", "axis(-1)", "Prev hp"),
         Binding("right_square_bracket", "axis(1)", "Next hp"),
@@ -102,7 +102,7 @@ opens it on the running screen with its curves.
     def _analyze(self, study_id: int, n_finished: int) -> None:
         try:
             report = self.facade.analyze(study_id)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (an error boundary)
             self.post_message(AnalysisReady(study_id, error=fmt.one_line(exc), n_finished=n_finished))
             return
         self.post_message(AnalysisReady(study_id, report, n_finished=n_finished))

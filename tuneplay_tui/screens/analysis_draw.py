@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from tuneplay_tui.widgets.charts import Chart
 from tuneplay_tui.widgets.plotting import (
-    AMBER, BLUE, GREEN, MUTED, PALETTE, RED, Line, Points, legend,
+    AMBER,
+    BLUE,
+    GREEN,
+    MUTED,
+    PALETTE,
+    RED,
+    Line,
+    Points,
+    legend,
 )
 
 AXIS_LEGEND = legend([("•", "trial", BLUE), ("●", "best", GREEN), ("◆", "finding", AMBER),

@@ -9,7 +9,8 @@ never a traceback.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import events
 from textual.app import ComposeResult
@@ -74,7 +75,7 @@ class StageScreen(Screen[None]):
         self.query_one(StageHeader).refresh()
         try:
             self.update_view()
-        except Exception as exc:  # a drawing bug must not take the session down
+        except Exception as exc:  # noqa: BLE001 (a drawing bug must not end the session)
             self.notify(one_line(exc), title="display error", severity="error")
 
     def update_view(self) -> None:
@@ -99,7 +100,7 @@ class StageScreen(Screen[None]):
         def job() -> None:
             try:
                 result = fn()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (an error boundary)
                 self.post_message(EngineCallDone(label, error=one_line(exc)))
                 return
             self.post_message(EngineCallDone(label, result, on_done=on_done))

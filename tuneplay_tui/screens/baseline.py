@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import DataTable, Static
@@ -58,7 +58,7 @@ have something to improve on.
 
 Edit values with `e`, save them as a new baseline version with `s`, run it with `r`.
 """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e", "edit", "Edit", tooltip="Edit the selected hyperparameter's value"),
         Binding("o", "optimizer", "Optimizer", tooltip="Cycle the optimizer"),
         Binding("b", "probe", "Probe batch", tooltip="Throughput probe at powers of two"),

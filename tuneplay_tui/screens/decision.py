@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import DataTable, Static
@@ -48,7 +49,7 @@ stated test (Welch's t-test with a bootstrap interval) and records the verdict i
 decision log; `a` adopts the candidate into the next baseline version, which every new
 study then starts from. An inconclusive verdict usually means: more seeds.
 """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "rerun", "Rerun seeds"),
         Binding("d", "decide", "Decide"),
         Binding("a", "adopt", "Adopt"),
@@ -224,6 +225,13 @@ def comparison_lines(d: Decision) -> list[Content]:
         spread = f" ±{fmt.metric(std, 2)}" if std is not None else ""
         out.append(Content.assemble((f"{side:<10}", "bold"),
                                     f"{fmt.metric(mean)}{spread}".ljust(18), f"({n} seeds)"))
+    out.append(Content.assemble(("verdict: ", "bold"),
+                                (d.verdict.upper(), f"bold reverse {VERDICT_VAR.get(d.verdict, '')}"),
+                                f" — {d.rationale}"))
+    if d.verdict == "adopt":
+        out.append(Content.styled("→ a adopts it into the next baseline", "$accent"))
+    elif d.verdict == "inconclusive":
+        out.append(Content.styled("→ r adds seeds; d decides again", "$accent"))
     t, p = c.get("t_statistic"), c.get("p_value")
     test = (f"t = {t:.2f}, " if t is not None else "") + (f"p = {p:.2g}" if p is not None else "")
     out.append(Content.styled(f"{d.test}: {test}", "$foreground-muted"))
@@ -232,14 +240,7 @@ def comparison_lines(d: Decision) -> list[Content]:
         ci = f" (95% CI {fmt.metric(lo)} .. {fmt.metric(hi)})" if lo is not None else ""
         times = f" = {abs(eff):.1f}× the pooled seed spread" if eff is not None else ""
         out.append(Content(f"difference {fmt.metric(diff)}{ci}{times}"))
-    out.append(Content.assemble(("verdict: ", "bold"),
-                                (d.verdict.upper(), f"bold reverse {VERDICT_VAR.get(d.verdict, '')}"),
-                                f" — {d.rationale}"))
     if d.complexity_note:
         out.append(Content.styled(f"complexity: {d.complexity_note}", "$foreground-muted"))
-    if d.verdict == "adopt":
-        out.append(Content.styled("a adopts it into the next baseline", "$accent"))
-    elif d.verdict == "inconclusive":
-        out.append(Content.styled("r adds seeds; d decides again", "$accent"))
     return out
 

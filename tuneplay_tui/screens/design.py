@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import DataTable, Static
@@ -46,7 +46,7 @@ the scientific values; too few points per nuisance dimension and the comparison 
 luck. max_train_steps is fixed within a study (never tuned). The preview shows the points
 the study will try; the file saved under `studies/` is exactly what was validated.
 """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "role", "Role"),
         Binding("e", "edit", "Edit"),
         Binding("l", "scale", "Scale"),
@@ -70,7 +70,7 @@ the study will try; the file saved under `studies/` is exactly what was validate
         self.error: str | None = None
         self.valid_text: str | None = None
         self.spec: Any = None
-        self.points: list[dict[str, Any]] = []
+        self.points: list[Any] = []
         self.pair = 0
 
     def compose_body(self) -> ComposeResult:
@@ -135,10 +135,11 @@ the study will try; the file saved under `studies/` is exactly what was validate
             ("study ", "$foreground-muted"), (f'"{s.get("name", "")}"', "bold"),
             " · ", (str(s.get("search", "quasi_random")), "bold"),
             " · budget ", (str(s.get("budget", "")), "bold"),
-            f" · max_train_steps {s.get('max_train_steps', '')} · eval {s.get('eval_every', '')}"
-            f" · seed {s.get('seed', 0)}", (" (t)", "$foreground-muted")))
-        hint = m.allocation_hint()
-        if self.size.width >= 100:
+            f" · {s.get('max_train_steps', '')} steps · eval {s.get('eval_every', '')}"
+            f" · seed {s.get('seed', 0)}", (" (t edits)", "$foreground-muted")))
+        wide = self.size.width >= 100
+        hint = m.allocation_hint(compact=not wide)
+        if wide:
             hint += f" · {SEARCH_ADVICE.get(s.get('search', ''), '')}"
         self.query_one("#design-hint", Static).update(Content.styled(hint, "$foreground-muted"))
         self._validate()
@@ -173,7 +174,7 @@ the study will try; the file saved under `studies/` is exactly what was validate
             try:
                 spec = self.facade.validate_study_text(text, path)
                 points = self.facade.preview(spec)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (an error boundary)
                 self.post_message(PreviewReady(text, error=fmt.one_line(exc)))
                 return
             self.post_message(PreviewReady(text, spec, points))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from engine.space import ChoiceParam
 from tuneplay_tui.widgets.charts import Chart

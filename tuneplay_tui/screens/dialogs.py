@@ -6,12 +6,13 @@ Each dismisses with its answer (None when cancelled with escape), so callers use
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
@@ -21,7 +22,7 @@ from textual.widgets.option_list import Option
 class PromptScreen(ModalScreen[str | None]):
     """Ask for one value; enter accepts, escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, hint: str = "", value: str = "") -> None:
         super().__init__(classes="dialog-screen")
@@ -46,7 +47,7 @@ class PromptScreen(ModalScreen[str | None]):
 class ConfirmScreen(ModalScreen[bool]):
     """A yes/no question about something consequential (adopting, cancelling many)."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
     ]
@@ -69,7 +70,7 @@ class ConfirmScreen(ModalScreen[bool]):
 class FormScreen(ModalScreen[dict[str, str] | None]):
     """Several labelled inputs; enter on the last (or ctrl+s) submits them all."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "submit", "Submit")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "submit", "Submit")]
 
     def __init__(self, title: str, fields: Sequence[tuple[str, str, str]], hint: str = "") -> None:
         """``fields``: (key, label, initial value)."""
@@ -106,7 +107,7 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
 class OpenStudyScreen(ModalScreen[str | None]):
     """Pick a study file: the ``studies/*.toml`` of the project, or type a path."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, folder: Path) -> None:
         super().__init__(classes="dialog-screen")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Markdown
@@ -34,7 +34,7 @@ def keys_markdown(screen: Any) -> str:
 class HelpScreen(ModalScreen[None]):
     """Help for one screen: its playbook idea (``screen.HELP``) and its keys."""
 
-    BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,question_mark,f1", "close", "Close")]
 
     def __init__(self, screen: Any) -> None:
         super().__init__(classes="dialog-screen")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.content import Content
 from textual.widgets import DataTable, Static
 
@@ -17,9 +17,9 @@ from tuneplay_tui.screens.base import StageScreen
 from tuneplay_tui.screens.dialogs import FormScreen, OpenStudyScreen
 from tuneplay_tui.state import finished_count, is_baseline_run
 
-COLUMNS = (("name", "experiment / study", 26), ("what", "workload / search", 22),
-           ("base", "baseline", 8), ("progress", "progress", 16), ("best", "best", 18),
-           ("decision", "latest decision", 26))
+COLUMNS = (("name", "experiment / study", 27), ("what", "workload / search", 18),
+           ("base", "baseline", 8), ("progress", "progress", 16), ("best", "best", 17),
+           ("decision", "latest decision", 17))
 
 
 class HomeScreen(StageScreen):
@@ -36,7 +36,7 @@ Pick a study to follow it (the header shows it on every screen); the latest stud
 selected by default. Trials run in the background engine: closing the app does not stop
 them, and opening it tomorrow shows where things stand.
 """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open", tooltip="Follow the highlighted experiment or study"),
         Binding("n", "new_experiment", "New experiment"),
         Binding("o", "open_file", "Open study file"),
@@ -66,7 +66,7 @@ them, and opening it tomorrow shows where things stand.
         summary.update(Content.assemble(
             fmt.plural(n, "experiment"), ("  ·  ", "$foreground-muted"),
             f"{self.state.active_trials()} trials queued or running", ("  ·  ", "$foreground-muted"),
-            ("workspace ", "$foreground-muted"), self.tuneplay.show_path(snap.workspace)))
+            ("workspace ", "$foreground-muted"), snap.workspace))
         self._fill_table(snap.experiments)
         self._show_detail()
 
@@ -100,7 +100,7 @@ them, and opening it tomorrow shows where things stand.
             return None
         try:
             return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
-        except Exception:
+        except Exception:  # noqa: BLE001 (an error boundary)
             return None
 
     @on(DataTable.RowHighlighted, "#workspace-table")
@@ -196,7 +196,8 @@ def experiment_row(exp: ExperimentSummary) -> tuple[Any, ...]:
     base = f"v{exp.baselines[-1].version}" if exp.baselines else "—"
     studies = [s for s in exp.studies if not is_baseline_run(s.study)]
     decision = exp.decisions[-1] if exp.decisions else None
-    verdict = (Text(f"{decision.verdict} (baseline v{decision.baseline_version})",
+    names = {s.study.id: s.study.name for s in exp.studies}
+    verdict = (Text(f"{decision.verdict} ({names.get(decision.study_id or -1, 'study')})",
                     style=fmt.VERDICT_STYLE.get(decision.verdict, "")) if decision else "—")
     return (Text(exp.experiment.name, style="bold"), exp.experiment.workload, base,
             fmt.plural(len(studies), "study", "studies"), "", verdict)
@@ -223,7 +224,10 @@ def experiment_detail(exp: ExperimentSummary) -> Content:
         b = exp.baselines[-1]
         lines.append(Content(f"baseline v{b.version}: {fmt.params_line(b.config)}"))
         lines.append(Content.styled(f"  judged by {b.metric} ({b.mode}), max_train_steps "
-                                    f"{b.max_train_steps}; {b.note}", "$foreground-muted"))
+                                    f"{b.max_train_steps}", "$foreground-muted"))
+        for old in reversed(exp.baselines):
+            lines.append(Content.assemble((f"  v{old.version} ", "bold"),
+                                          (old.note or "—", "$foreground-muted")))
     for d in exp.decisions[-2:]:
         lines.append(Content.assemble(("decision: ", "$foreground-muted"),
                                       (d.verdict.upper(), "bold"), f" — {d.rationale}"))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import Static
@@ -16,8 +17,8 @@ from tuneplay_tui import format as fmt
 from tuneplay_tui.screens.base import StageScreen
 from tuneplay_tui.screens.dialogs import ConfirmScreen, FormScreen, PromptScreen
 from tuneplay_tui.widgets.charts import Chart
-from tuneplay_tui.widgets.plotting import PALETTE, Line, legend
 from tuneplay_tui.widgets.panels import devices_line
+from tuneplay_tui.widgets.plotting import PALETTE, Line, legend
 from tuneplay_tui.widgets.trial_table import FILTERS, TrialTable, trial_rate
 
 BEST_K = 5
@@ -56,7 +57,7 @@ still improving at the end, the next study should train longer.
 
 Select trials with `space` to act on several at once.
 """
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("c", "cancel", "Cancel", tooltip="Cancel the selected (or marked) trials"),
         Binding("p", "pause", "Pause"),
         Binding("r", "requeue", "Requeue", tooltip="Resume paused, retry failed or cancelled"),

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console
 from rich.text import Text
@@ -22,9 +23,17 @@ from textual.strip import Strip
 from textual_plotext import PlotextPlot
 
 from tuneplay_tui.widgets.plotting import (
-    BLUE, RGB, Line, Points, Recipe, bars_recipe, lines_recipe, message_recipe, points_recipe,
+    BLUE,
+    MAX_POINTS_PER_CELL,
+    RGB,
+    Line,
+    Points,
+    Recipe,
+    bars_recipe,
+    lines_recipe,
+    message_recipe,
+    points_recipe,
 )
-from tuneplay_tui.widgets.plotting import MAX_POINTS_PER_CELL
 
 __all__ = ["Chart", "Line", "Points"]
 

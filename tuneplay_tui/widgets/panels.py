@@ -6,7 +6,8 @@ Each function returns Content, so styles come from the theme (dark and light ali
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from textual.content import Content
 

@@ -10,8 +10,9 @@ markers differ too, so nothing relies on color alone.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from tuneplay_tui.format import value as fmt_value
 

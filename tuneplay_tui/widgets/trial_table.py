@@ -9,8 +9,9 @@ Columns have fixed widths; rows keep trial order; the header stays put when scro
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
@@ -327,7 +328,7 @@ class TrialTable(ScrollView, can_focus=True):
         if row == self.cursor_row:
             strip = Strip(self._segments(self._cells[tid], under))
             return strip.crop_extend(scroll_x, scroll_x + width, under)
-        strip = self._strips.get(tid)
-        if strip is None:
-            strip = self._strips[tid] = Strip(self._segments(self._cells[tid], base))
-        return strip.crop_extend(scroll_x, scroll_x + width, base)
+        cached = self._strips.get(tid)
+        if cached is None:
+            cached = self._strips[tid] = Strip(self._segments(self._cells[tid], base))
+        return cached.crop_extend(scroll_x, scroll_x + width, base)

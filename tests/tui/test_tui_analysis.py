@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from helpers import screen_text, settle
 from textual.widgets import DataTable
+from tui_helpers import screen_text, settle
 
 from tuneplay_tui.widgets.charts import Chart
 from tuneplay_tui.widgets.findings import FindingsList

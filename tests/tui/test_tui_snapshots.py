@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from fake_facade import FakeFacade
-from helpers import settle
-
 from conftest import WORKSPACE, make_app
+from fake_facade import FakeFacade
+from tui_helpers import settle
 
 SIZES = {"wide": (120, 40), "small": (80, 24)}
 SCREENS = {  # name: (keys, whether the running study exists)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import fake_data as fd
 from fake_facade import FakeFacade
-from helpers import poll, screen_text, settle, toasts
 from textual.widgets import DataTable, Input
+from tui_helpers import poll, screen_text, settle, toasts
 
 from tuneplay_tui.widgets.charts import Chart
 

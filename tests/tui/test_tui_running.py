@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from engine.store.base import TrialState
-from helpers import poll, screen_text, settle, toasts
 from textual.widgets import Input
+from tui_helpers import poll, screen_text, settle, toasts
 
+from engine.store.base import TrialState
 from tuneplay_tui.screens.dialogs import ConfirmScreen
 from tuneplay_tui.widgets.charts import Chart
 from tuneplay_tui.widgets.trial_table import TrialTable

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fake_facade import FakeFacade
-from helpers import poll, screen_text, settle, toasts
 from textual.widgets import DataTable, Input
+from tui_helpers import poll, screen_text, settle, toasts
 
 from tuneplay_tui.screens.help import HelpScreen
-from tuneplay_tui.widgets.findings import FindingsList
 from tuneplay_tui.state import STAGES
+from tuneplay_tui.widgets.findings import FindingsList
 
 
 async def test_home_lists_experiments_studies_and_decisions(fake, app_factory) -> None:

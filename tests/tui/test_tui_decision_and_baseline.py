@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from helpers import poll, screen_text, settle, toasts
 from textual.widgets import DataTable
+from tui_helpers import poll, screen_text, settle, toasts
 
 from tuneplay_tui.screens.dialogs import ConfirmScreen, FormScreen
 
