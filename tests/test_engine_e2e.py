@@ -27,6 +27,7 @@ workload = "builtin:digits-mlp"
 max_train_steps = {steps}
 eval_every = {every}
 budget = {budget}
+fuse = {fuse}
 seed = 0
 [fixed]
 optimizer = "adam"
@@ -36,7 +37,7 @@ learning_rate = {{ low = 1e-3, high = 3e-2, scale = "log" }}
 
 
 def test_run_wait_finishes_every_trial_better_than_chance(project: Project) -> None:
-    study = project.write("s.toml", DIGITS.format(name="quick", steps=200, every=25, budget=8))
+    study = project.write("s.toml", DIGITS.format(name="quick", steps=200, every=25, budget=8, fuse='"auto"'))
     proc = project.tuneplay("run", str(study), "--wait", "--cpu-slots", "2", check=True)
     assert "study 'quick' finished: 8 of 8 trials completed" in proc.stdout
     trials = pd.read_csv(io.StringIO(project.tuneplay("export", "quick", check=True).stdout))
@@ -60,14 +61,16 @@ def _worker_pids(project: Project) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def test_kill_9_engine_then_restart_resumes_from_checkpoints(project: Project) -> None:
-    study = project.write("long.toml", DIGITS.format(name="long", steps=2500, every=50, budget=4))
+@pytest.mark.parametrize("fuse, running", [('"off"', 2), ("4", 4)], ids=["single", "fused-group"])
+def test_kill_9_engine_then_restart_resumes_from_checkpoints(project: Project, fuse: str, running: int) -> None:
+    study = project.write("long.toml", DIGITS.format(name="long", steps=2500, every=50, budget=4, fuse=fuse))
     project.tuneplay("run", str(study), "--cpu-slots", "2", check=True)
     store = project.store()
+    n_running = running
 
     def two_running_with_checkpoints() -> bool:
         running = store.list_trials(states=[TrialState.RUNNING])
-        return len(running) == 2 and all(
+        return len(running) == n_running and all(
             any(c.kind == "latest" and c.step >= 100 for c in store.get_checkpoints(t.id)) for t in running
         )
 
@@ -178,7 +181,7 @@ note = {{ values = [{values}] }}
 
 
 def test_engine_stop_pauses_and_next_start_resumes(project: Project) -> None:
-    study = project.write("p.toml", DIGITS.format(name="pausing", steps=2500, every=50, budget=2))
+    study = project.write("p.toml", DIGITS.format(name="pausing", steps=2500, every=50, budget=2, fuse='"off"'))
     project.tuneplay("run", str(study), "--cpu-slots", "2", check=True)
     store = project.store()
     wait_until(lambda: sum(t.steps_done >= 200 for t in store.list_trials(states=[TrialState.RUNNING])) == 2)
@@ -193,7 +196,7 @@ def test_engine_stop_pauses_and_next_start_resumes(project: Project) -> None:
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 def test_engine_outlives_the_terminal_that_started_it(project: Project) -> None:
-    study = project.write("t.toml", DIGITS.format(name="detached", steps=300, every=50, budget=6))
+    study = project.write("t.toml", DIGITS.format(name="detached", steps=300, every=50, budget=6, fuse='"auto"'))
     session = f"tuneplay-test-{os.getpid()}"
     cmd = (f"cd {project.path} && TUNEPLAY_WORKSPACE={project.workspace} PYTHONPATH={project.env['PYTHONPATH']} "
            f"{sys.executable} -m tuneplay_tui.launcher run {study} --cpu-slots 2; sleep 600")

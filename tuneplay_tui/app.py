@@ -7,6 +7,7 @@ screen. ``run_app`` is the console entry point (see :mod:`tuneplay_tui.launcher`
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -87,6 +88,10 @@ class TuneplayApp(App[str]):
             return str(path)
 
     def on_mount(self) -> None:
+        # Everything alive now (Textual, the engine's modules, pandas, numpy) lives as long
+        # as the app: keep it out of the collector's full passes, which otherwise stall a
+        # frame every few seconds while hundreds of trials stream in.
+        gc.freeze()
         self.switch_mode("home")
         if self.start_engine:
             self.engine_call("start the engine", self.facade.start_engine)

@@ -17,11 +17,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from engine.runner.checkpoint_writer import CheckpointWriter, atomic_save
 from engine.store.base import Checkpoint, MetricRow, Storage, Trial
 
 FLUSH_SECONDS = 0.5
 log = logging.getLogger("tuneplay.trial")
 PERSIST_SECONDS = float(os.environ.get("TUNEPLAY_CHECKPOINT_INTERVAL", "2.0"))
+FIRST_PERSIST_SECONDS = 0.5  # a trial's first latest-checkpoint, so a kill loses little
 
 
 class StopReason:
@@ -40,9 +42,10 @@ class TrialContext:
 
     def __init__(
         self, store: Storage, trial: Trial, metric: str, mode: str, eval_every: int,
-        checkpoint_dir: Path, device: str,
+        checkpoint_dir: Path, device: str, writer: CheckpointWriter | None = None,
     ) -> None:
         self.store = store
+        self.writer = writer
         self.trial_id = trial.id
         self.seed = trial.seed
         self.max_train_steps = trial.max_train_steps
@@ -60,6 +63,7 @@ class TrialContext:
         self._buffer: list[MetricRow] = []
         self._last_flush = time.monotonic()
         self._last_persist: float | None = None
+        self._created = time.monotonic()
         self._best_snapshot: tuple[int, dict[str, Any]] | None = None
         self._best_dirty = False
         self._new_best_step: int | None = None
@@ -109,7 +113,11 @@ class TrialContext:
         """Offer the state after ``step``; kept if it is the best so far or a save is due."""
         step = int(step)
         new_best = self._new_best_step == step
-        due = self._last_persist is None or time.monotonic() - self._last_persist > PERSIST_SECONDS
+        now = time.monotonic()
+        due = (now - self._created > FIRST_PERSIST_SECONDS if self._last_persist is None
+               else now - self._last_persist > PERSIST_SECONDS)
+        if due and self.writer is not None and self._last_persist is not None and self.writer.busy():
+            due = False  # the last batch is still being written: never pile snapshots up
         if not (new_best or due or self.stop_reason):
             return
         if new_best:  # the weights are what a retrospective best is for; no optimizer state
@@ -121,10 +129,7 @@ class TrialContext:
     def persist(self, step: int, state: dict[str, Any]) -> None:
         """Flush metrics, then write the latest (and a pending best) checkpoint atomically."""
         self.flush()
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        latest = self.checkpoint_dir / "latest.pt"
-        _atomic_save(state, latest)
-        self.store.record_checkpoint(Checkpoint(self.trial_id, "latest", step, str(latest), None, time.time()))
+        self._save("latest", step, None, state)
         self.persist_best()
         self._last_persist = time.monotonic()
 
@@ -132,10 +137,17 @@ class TrialContext:
         if not self._best_dirty or self._best_snapshot is None:
             return
         step, state = self._best_snapshot
-        best = self.checkpoint_dir / "best.pt"
-        _atomic_save(state, best)
-        self.store.record_checkpoint(Checkpoint(self.trial_id, "best", step, str(best), self.best_value, time.time()))
+        self._save("best", step, self.best_value, state)
         self._best_dirty = False
+
+    def _save(self, kind: str, step: int, value: float | None, state: dict[str, Any]) -> None:
+        path = self.checkpoint_dir / f"{kind}.pt"
+        if self.writer is not None:  # off the training thread, batched with the group's
+            self.writer.submit(self.trial_id, kind, step, path, value, state)
+            return
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save(state, path)
+        self.store.record_checkpoint(Checkpoint(self.trial_id, kind, step, str(path), value, time.time()))
 
     def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
         """Load the latest checkpoint into the given objects; return the step to start from."""
@@ -163,6 +175,8 @@ class TrialContext:
         """Flush everything still in memory (metrics and a pending best checkpoint)."""
         self.flush()
         self.persist_best()
+        if self.writer is not None:
+            self.writer.drain()
 
 
 def _snapshot(step: int, model: Any, optimizer: Any, extra: dict[str, Any]) -> dict[str, Any]:
@@ -188,14 +202,3 @@ def _clone(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_clone(v) for v in obj)
     return obj
-
-
-def _atomic_save(state: dict[str, Any], path: Path) -> None:
-    import torch
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

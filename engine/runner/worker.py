@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from engine.runner.checkpoint_writer import CheckpointWriter
 from engine.runner.context import StopReason, TrialContext
 from engine.runner.grouping import group_size
 from engine.spec import spec_from_dict
@@ -54,6 +55,7 @@ class Worker:
         self._studies: dict[int, Study] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
         self._parent = os.getppid()
+        self.writer = CheckpointWriter(store)
 
     # -- main loop -------------------------------------------------------------------
     def serve(self, once: bool = False) -> None:
@@ -114,7 +116,7 @@ class Worker:
         spec = spec_from_dict(study.spec)
         ctx = TrialContext(
             self.store, trial, spec.metric, spec.mode, spec.eval_every,
-            self.workspace / "checkpoints" / str(trial.id), self.device,
+            self.workspace / "checkpoints" / str(trial.id), self.device, self.writer,
         )
         self._restore_best(ctx, trial)
         self.current = [ctx]
@@ -143,7 +145,7 @@ class Worker:
         for trial in trials:
             ctx = TrialContext(
                 self.store, trial, spec.metric, spec.mode, spec.eval_every,
-                self.workspace / "checkpoints" / str(trial.id), self.device,
+                self.workspace / "checkpoints" / str(trial.id), self.device, self.writer,
             )
             self._restore_best(ctx, trial)
             contexts.append(ctx)

@@ -249,6 +249,9 @@ class Storage(Protocol):
     def record_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Upsert the trial's checkpoint of this kind."""
         ...
+    def record_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Upsert several checkpoints in one transaction."""
+        ...
     def get_checkpoints(self, trial_id: int) -> list[Checkpoint]: ...
 
     # decisions

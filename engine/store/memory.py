@@ -370,6 +370,11 @@ class MemoryStorage:
             self._get(self._trials, "trial", checkpoint.trial_id)
             self._checkpoints[(checkpoint.trial_id, checkpoint.kind)] = checkpoint
 
+    def record_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Upsert several checkpoints."""
+        for c in checkpoints:
+            self.record_checkpoint(c)
+
     def get_checkpoints(self, trial_id: int) -> list[Checkpoint]:
         """The trial's checkpoints, by kind."""
         return self._locked(lambda: [

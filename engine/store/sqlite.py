@@ -467,15 +467,19 @@ class SQLiteStorage:
 
     def record_checkpoint(self, checkpoint: Checkpoint) -> None:
         """Upsert the trial's checkpoint of this kind."""
-        c = checkpoint
+        self.record_checkpoints([checkpoint])
+
+    def record_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """Upsert several checkpoints in one transaction (a fused group's)."""
         sql = (
             "INSERT INTO checkpoints (trial_id, kind, step, path, value, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (trial_id, kind) DO UPDATE SET "
             "step = excluded.step, path = excluded.path, value = excluded.value, "
             "created_at = excluded.created_at"
         )
-        args = (c.trial_id, c.kind, c.step, c.path, encode_float(c.value), c.created_at)
-        self._run(lambda conn: conn.execute(sql, args), write=True)
+        rows = [(c.trial_id, c.kind, c.step, c.path, encode_float(c.value), c.created_at)
+                for c in checkpoints]
+        self._run(lambda conn: conn.executemany(sql, rows), write=True)
 
     def get_checkpoints(self, trial_id: int) -> list[Checkpoint]:
         """The trial's checkpoints, by kind."""

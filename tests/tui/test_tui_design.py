@@ -160,3 +160,18 @@ async def test_opening_a_launched_study_file_goes_to_that_study(app_factory,
         await settle(pilot)
         assert app.current_mode == "analysis"
         assert app.state.study_id == 2
+
+
+async def test_launching_an_opened_file_unchanged_keeps_the_file(fake, app_factory,
+                                                                tmp_path: Path) -> None:
+    path = tmp_path / "wd-again.toml"
+    original = "# my notes\n" + fd.WD_STUDY.replace('"wd-vs-none"', '"wd-again"')
+    path.write_text(original)
+    app = app_factory(fake, study_file=str(path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await settle(pilot)
+        await pilot.press("L")
+        await settle(pilot)
+        assert ("launch_file", str(path)) in fake.calls
+        assert path.read_text() == original  # comments kept: the file was not rewritten

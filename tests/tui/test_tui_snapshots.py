@@ -40,3 +40,14 @@ def test_screen_snapshot(snap_compare: Any, screen: str, size: str) -> None:
     keys, running = SCREENS[screen]
     app = make_app(FakeFacade(WORKSPACE, running=running))
     assert snap_compare(app, terminal_size=SIZES[size], run_before=before(keys))
+
+
+def test_running_snapshot_on_a_light_theme(snap_compare: Any) -> None:
+    """The same running screen on a light theme: every color must still read."""
+    app = make_app(FakeFacade(WORKSPACE))
+
+    async def run_before(pilot: Any) -> None:
+        pilot.app.theme = "textual-light"
+        await before(("3",))(pilot)
+
+    assert snap_compare(app, terminal_size=SIZES["wide"], run_before=run_before)

@@ -69,6 +69,7 @@ the study will try; the file saved under `studies/` is exactly what was validate
         self.loaded_for: int | None = None
         self.error: str | None = None
         self.valid_text: str | None = None
+        self.opened_toml: str | None = None
         self.spec: Any = None
         self.points: list[Any] = []
         self.pair = 0
@@ -104,7 +105,7 @@ the study will try; the file saved under `studies/` is exactly what was validate
 
     def _load_design(self, design: dict[str, Any]) -> None:
         self.model = DesignModel.from_dict(design, self.tuneplay.workload_info())
-        self.path = ""
+        self.path, self.opened_toml = "", None
         self.dirty = False
         self._changed(rebuild=True)
 
@@ -116,6 +117,7 @@ the study will try; the file saved under `studies/` is exactly what was validate
             self.notify(f"{path}: {exc}", severity="error")
             return
         self.path, self.dirty, self.loaded_for = path, True, self.state.experiment_id
+        self.opened_toml = self.model.to_toml()  # the file as opened: launch it untouched
         self._changed(rebuild=True)
 
     def target_path(self) -> str:
@@ -131,13 +133,14 @@ the study will try; the file saved under `studies/` is exactly what was validate
         self._fill_table(rebuild)
         m = self.model
         s = m.study
+        wide = self.size.width >= 100
         self.query_one("#design-settings", Static).update(Content.assemble(
             ("study ", "$foreground-muted"), (f'"{s.get("name", "")}"', "bold"),
             " · ", (str(s.get("search", "quasi_random")), "bold"),
             " · budget ", (str(s.get("budget", "")), "bold"),
-            f" · {s.get('max_train_steps', '')} steps · eval {s.get('eval_every', '')}"
-            f" · seed {s.get('seed', 0)}", (" (t edits)", "$foreground-muted")))
-        wide = self.size.width >= 100
+            f" · {s.get('max_train_steps', '')} steps · eval {s.get('eval_every', '')}",
+            f" · seed {s.get('seed', 0)}" if wide else "", (" (t edits)" if wide else "",
+                                                              "$foreground-muted")))
         hint = m.allocation_hint(compact=not wide)
         if wide:
             hint += f" · {SEARCH_ADVICE.get(s.get('search', ''), '')}"
@@ -302,16 +305,27 @@ the study will try; the file saved under `studies/` is exactly what was validate
             self.notify(f"Not saved: {why}", title="study design", severity="error")
             return
         path = self.target_path()
-        if launch:
-            self.engine_call("launch", lambda: self.facade.save_and_launch(text, path),
-                             self._launched)
-            return
-        target = Path(path)
-        if target.exists() and target.read_text(encoding="utf-8") != text:
-            self.app.push_screen(ConfirmScreen(f"Overwrite {path}?"),
-                                 lambda yes: self._write(target, text) if yes else None)
+        untouched = self.path and text == self.opened_toml  # an opened file, not edited
+        if launch and untouched:
+            self.engine_call("launch", lambda: self.facade.launch_file(path), self._launched)
+        elif untouched:
+            self.notify(f"{self.tuneplay.show_path(path)} is unchanged", title="study design")
+        elif launch:
+            self._confirm_overwrite(path, lambda: self.engine_call(
+                "launch", lambda: self.facade.save_and_launch(text, path), self._launched))
         else:
-            self._write(target, text)
+            self._confirm_overwrite(path, lambda: self._write(Path(path), text))
+
+    def _confirm_overwrite(self, path: str, then: Any) -> None:
+        """Ask before rewriting a file someone wrote (its comments and layout would go)."""
+        target = Path(path)
+        if target.exists() and target.read_text(encoding="utf-8") != self.model.to_toml():  # type: ignore[union-attr]
+            self.app.push_screen(ConfirmScreen(
+                f"Overwrite {self.tuneplay.show_path(path)}?",
+                "The file is rewritten from the table: its comments and layout are not kept."),
+                lambda yes: then() if yes else None)
+        else:
+            then()
 
     def _write(self, target: Path, text: str) -> None:
         def job() -> str:
@@ -319,8 +333,9 @@ the study will try; the file saved under `studies/` is exactly what was validate
             target.write_text(text, encoding="utf-8")
             return str(target)
 
-        self.engine_call("save study file", job, lambda p: self.notify(f"saved {p}"))
-        self.path = str(target)
+        self.engine_call("save study file", job,
+                         lambda p: self.notify(f"saved {self.tuneplay.show_path(p)}"))
+        self.path, self.opened_toml = str(target), text
 
     def _launched(self, study: Any) -> None:
         self.notify(f'study "{study.name}" launched: its trials are queued', title="launch")

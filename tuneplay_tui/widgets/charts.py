@@ -42,7 +42,7 @@ class Chart(PlotextPlot):
     """A plot panel; call one ``draw_*`` method to replace what it shows."""
 
     DEFAULT_CSS = """
-    Chart { height: 1fr; min-height: 5; border: round $panel-lighten-2; padding: 0; }
+    Chart { height: 1fr; min-height: 5; border: round $foreground 25%; padding: 0; }
     Chart:focus { border: round $accent; }
     """
 

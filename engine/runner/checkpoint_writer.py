@@ -1,0 +1,100 @@
+"""Writes checkpoints off the training thread, a batch at a time.
+
+Training only snapshots state (device-side copies); this thread serialises each snapshot,
+writes it atomically (temp file, fsync, ``os.replace``) and then records the whole batch in
+the workspace in one transaction. While a batch is being written, trials do not queue the
+next latest-checkpoint (``busy``), so a group of hundreds of fused trials never waits on the
+disk and never piles up snapshots.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.store.base import Checkpoint, Storage
+
+log = logging.getLogger("tuneplay.checkpoints")
+
+
+@dataclass
+class _Job:
+    trial_id: int
+    kind: str
+    step: int
+    path: Path
+    value: float | None
+    state: dict[str, Any]
+
+
+class CheckpointWriter:
+    """One per worker process; ``submit`` is called from the training thread."""
+
+    def __init__(self, store: Storage) -> None:
+        self.store = store
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._pending = 0
+        self._cond = threading.Condition()
+        threading.Thread(target=self._loop, daemon=True, name="checkpoint-writer").start()
+
+    def submit(self, trial_id: int, kind: str, step: int, path: Path, value: float | None, state: dict[str, Any]) -> None:
+        with self._cond:
+            self._pending += 1
+        self._queue.put(_Job(trial_id, kind, step, path, value, state))
+
+    def busy(self) -> bool:
+        with self._cond:
+            return self._pending > 0
+
+    def drain(self, timeout: float = 600.0) -> None:
+        """Wait until everything submitted so far is on disk and recorded."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending and time.monotonic() < deadline:
+                self._cond.wait(timeout=0.1)
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write(batch)
+            except Exception:
+                log.exception("writing %d checkpoints failed", len(batch))
+            with self._cond:
+                self._pending -= len(batch)
+                self._cond.notify_all()
+
+    def _write(self, batch: list[_Job]) -> None:
+        latest: dict[tuple[int, str], _Job] = {}
+        for job in batch:  # only the newest state per (trial, kind) matters
+            latest[(job.trial_id, job.kind)] = job
+        for job in latest.values():
+            job.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save(job.state, job.path)
+        now = time.time()
+        self.store.record_checkpoints([
+            Checkpoint(j.trial_id, j.kind, j.step, str(j.path), j.value, now) for j in latest.values()
+        ])
+
+
+def atomic_save(state: dict[str, Any], path: Path) -> None:
+    """Write ``state`` to ``path`` so a reader sees the old file or the new one, never half."""
+    import torch
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
