@@ -146,8 +146,8 @@ class AppState:
     def stage_marks(self) -> dict[str, str]:
         """``✓`` done, ``●`` live, ``""`` not yet, per stage of the selected experiment."""
         marks = dict.fromkeys(STAGES, "")
-        if self.baseline() is not None:
-            runs = self.baseline_runs()
+        runs = self.baseline_runs()
+        if runs:  # stage 1 is done once the baseline has been run (and, the screen says, beats chance)
             live = any(finished_count(r.counts) < r.total for r in runs)
             marks["baseline"] = "●" if live else "✓"
         s = self.study_summary()

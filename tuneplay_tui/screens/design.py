@@ -105,6 +105,9 @@ the study will try; the file saved under `studies/` is exactly what was validate
 
     def _load_design(self, design: dict[str, Any]) -> None:
         self.model = DesignModel.from_dict(design, self.tuneplay.workload_info())
+        exp = self.state.experiment()
+        if exp is not None:  # launch into this experiment, not one named after the workload
+            self.model.study.setdefault("experiment", exp.experiment.name)
         self.path, self.opened_toml = "", None
         self.dirty = False
         self._changed(rebuild=True)

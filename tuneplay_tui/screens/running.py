@@ -169,7 +169,8 @@ Select trials with `space` to act on several at once.
                 return
             lines = [Line(f"#{t.id}", *curves.get(t.id, {}).get(metric, ((), ())), PALETTE[i])
                      for i, t in enumerate(best)]
-            chart.border_title = f"{metric} · best {len(best)}"
+            chart.border_title = (f"{metric} · best {len(best)}" if best
+                                  else f"{metric} · no results yet")
             chart.border_subtitle = legend([("━", ln.label, ln.color) for ln in lines])
         self._drawn = key
         if not lines:
