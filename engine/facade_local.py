@@ -16,7 +16,7 @@ from engine.runner.control import engine_status, start_engine, stop_engine
 from engine.spec import StudySpec, load_study, parse_study
 from engine.status import best_trial
 from engine.store import open_store
-from engine.store.base import Experiment, MetricRow, Study, Trial
+from engine.store.base import Baseline, Experiment, MetricRow, Study, Trial
 
 _CONFIG_KEY = "engine.config"
 
@@ -49,8 +49,11 @@ class LocalFacade:
     def trials(self, study_id: int) -> list[Trial]:
         return self.store.list_trials(study_id)
 
-    def curves(self, trial_ids: Sequence[int], metrics: Sequence[str] | None = None) -> list[MetricRow]:
-        return self.store.read_metrics(trial_ids=list(trial_ids), names=list(metrics) if metrics else None)
+    def curves(
+        self, trial_ids: Sequence[int], metrics: Sequence[str] | None = None, since_step: int | None = None,
+    ) -> list[MetricRow]:
+        return self.store.read_metrics(trial_ids=list(trial_ids), names=list(metrics) if metrics else None,
+                                       since_step=since_step)
 
     def devices(self) -> list[DeviceUsage]:
         """GPU utilisation and memory from nvidia-smi, or the CPU's load and memory."""
@@ -92,7 +95,8 @@ class LocalFacade:
         n = len(self.store.list_studies(experiment_id)) + 1
         lr = float(base.config.get("learning_rate", 1e-3) or 1e-3)
         fixed = {k: v for k, v in base.config.items() if k != "learning_rate"}
-        study = {"name": f"{exp.name}-study-{n}", "workload": exp.workload, "metric": base.metric,
+        study = {"name": f"{exp.name}-study-{n}", "workload": exp.workload, "experiment": exp.name,
+                 "metric": base.metric,
                  "mode": base.mode, "max_train_steps": base.max_train_steps,
                  "eval_every": max(1, base.max_train_steps // 20), "budget": 16,
                  "search": "quasi_random", "seed": 0}
@@ -138,6 +142,21 @@ class LocalFacade:
         launch = ws_ops.launch_study(self.store, spec)
         self.start_engine()
         return launch.study
+
+    def save_baseline(self, experiment_id: int, config: Mapping[str, Any], note: str = "") -> Baseline:
+        """Launch the next baseline version with ``config`` (validated against the workload)."""
+        from engine.workloads.registry import resolve_workload
+
+        exp = self.store.get_experiment(experiment_id)
+        base = self.store.list_baselines(experiment_id)[-1]
+        info = resolve_workload(_workload_of(exp.workload))
+        known = info.hyperparameters
+        if known is not None:
+            unknown = sorted(set(config) - set(known))
+            if unknown:
+                raise ValueError(f"{exp.workload} does not accept {', '.join(unknown)}")
+        return self.store.add_baseline(experiment_id, {**base.config, **config}, base.metric, base.mode,
+                                       base.max_train_steps, note=note or "edited in the app")
 
     def create_experiment(
         self, name: str, workload: str, config: Mapping[str, Any], metric: str, mode: str,

@@ -30,6 +30,7 @@ INFEASIBLE_STATES: tuple[str, ...] = ("DIVERGED", "FAILED")
 # Cancelled trials were stopped by a person, not by the point: they say nothing about feasibility.
 JUDGED_STATES: tuple[str, ...] = ("COMPLETED", "DIVERGED", "FAILED")
 RERUN_KIND = "rerun"
+SEARCH_KIND = "search"
 
 
 def hp_column(name: str) -> str:
@@ -121,8 +122,8 @@ def infeasible_mask(trials: pd.DataFrame) -> pd.Series:
 
 
 def search_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials that sample the search space (seed reruns of a point are left out)."""
-    return trials[trials["kind"] != RERUN_KIND]
+    """Trials that sample the search space (seed reruns and baseline reruns are left out)."""
+    return trials[trials["kind"] == SEARCH_KIND]
 
 
 def top_k_count(n_feasible: int) -> int:
