@@ -108,6 +108,7 @@ class StageScreen(Screen[None]):
         self.run_worker(job, thread=True, name=label, group=label, exit_on_error=False)
 
     def on_engine_call_done(self, message: EngineCallDone) -> None:
+        message.stop()  # handled here: the app's handler must not run on_done a second time
         if message.error is not None:
             self.notify(message.error, title=f"{message.label} failed", severity="error",
                         timeout=8)
