@@ -52,3 +52,36 @@ def test_report_flags_a_too_low_learning_rate_then_reruns_decide(project: Projec
     assert "baseline v2 launched" in adopted
     status = project.tuneplay("status", check=True).stdout
     assert "baseline v2" in status and "latest decision: " + d["verdict"].upper() in status
+
+
+def test_probe_batch_measures_powers_of_two_and_recommends(project: Project) -> None:
+    out = project.tuneplay("probe-batch", "builtin:digits-mlp", "--min-batch", "16", "--max-batch", "64",
+                           "--format", "json", check=True).stdout
+    data = json.loads(out)
+    assert [p["batch_size"] for p in data["probes"]] == [16, 32, 64]
+    assert all(p["examples_per_s"] > 0 and p["peak_mem_bytes"] > 0 for p in data["probes"])
+    assert data["recommended"] in (16, 32, 64) and data["reason"]
+    bad = project.tuneplay("probe-batch", "builtin:nope")
+    assert bad.returncode == 2 and bad.stderr.startswith("tuneplay: builtin:nope: unknown built-in workload")
+
+
+def test_export_parquet_round_trips(project: Project) -> None:
+    pd = pytest.importorskip("pandas")
+    study = project.write("q.toml", """\
+[study]
+name = "tiny"
+workload = "builtin:digits-mlp"
+max_train_steps = 20
+eval_every = 10
+budget = 2
+[nuisance]
+learning_rate = { low = 1e-3, high = 1e-2, scale = "log" }
+""")
+    project.tuneplay("run", str(study), "--wait", "--cpu-slots", "1", check=True)
+    out = project.path / "t.parquet"
+    project.tuneplay("export", "tiny", "--format", "parquet", "-o", str(out), check=True)
+    df = pd.read_parquet(out)
+    assert list(df["state"]) == ["COMPLETED", "COMPLETED"] and "learning_rate" in df.columns
+    curves = project.path / "c.parquet"
+    project.tuneplay("export", "tiny", "--curves", "--format", "parquet", "-o", str(curves), check=True)
+    assert len(pd.read_parquet(curves)) == 2 * 3 * 3  # 2 trials x steps {0, 10, 19} x 3 metrics
