@@ -13,7 +13,7 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, OptionList, Static
 from textual.widgets.option_list import Option
@@ -78,7 +78,8 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
         self.title_text, self.fields, self.hint = title, list(fields), hint
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog wide"):
+        # scrolls, so every field stays reachable at 80x24 (focus scrolls it into view)
+        with VerticalScroll(classes="dialog wide", can_focus=False):
             yield Label(self.title_text, classes="dialog-title")
             if self.hint:
                 yield Static(self.hint, classes="dialog-hint")
@@ -86,7 +87,7 @@ class FormScreen(ModalScreen[dict[str, str] | None]):
                 with Horizontal(classes="form-row"):
                     yield Label(label, classes="form-label")
                     yield Input(value, id=f"field-{key}")
-            yield Static("tab next field · enter on the last submits · escape cancel",
+            yield Static("tab next field · enter on the last (or ctrl+s) submits · escape cancel",
                          classes="dialog-keys")
 
     @on(Input.Submitted)
