@@ -53,6 +53,13 @@ class EngineLock:
         self.fh = fh
         return True
 
+    def still_ours(self) -> bool:
+        """False once the lock file was deleted or replaced (the workspace was removed)."""
+        try:
+            return self.fh is not None and os.stat(self.path).st_ino == os.fstat(self.fh.fileno()).st_ino
+        except OSError:
+            return False
+
 
 def engine_pid(workspace: Path) -> int | None:
     """The pid of the engine serving ``workspace``, or None when none holds the lock."""
@@ -75,7 +82,8 @@ def engine_pid(workspace: Path) -> int | None:
 class Engine:
     """Supervises workers for one workspace."""
 
-    def __init__(self, store: Storage, workspace: Path, slots: Sequence[Slot]) -> None:
+    def __init__(self, store: Storage, workspace: Path, slots: Sequence[Slot], lock: EngineLock | None = None) -> None:
+        self.lock = lock
         self.store = store
         self.workspace = workspace
         self.slots = list(slots)
@@ -112,6 +120,10 @@ class Engine:
     def loop(self) -> None:
         last_stale_check = 0.0
         while not self.stopping:
+            if self.lock is not None and not self.lock.still_ours():
+                log.error("the workspace %s was removed or replaced; stopping", self.workspace)
+                self.stopping = True
+                break
             self.store.set_meta("engine.heartbeat", str(time.time()))
             self._reap()
             if time.time() - last_stale_check > 1.0:
@@ -194,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("another engine already serves %s", workspace)
         return 1
     store = open_store(workspace)
-    engine = Engine(store, workspace, plan_slots(args.slots_per_gpu, args.cpu_slots))
+    engine = Engine(store, workspace, plan_slots(args.slots_per_gpu, args.cpu_slots), lock)
     signal.signal(signal.SIGTERM, engine.request_stop)
     signal.signal(signal.SIGINT, engine.request_stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
