@@ -111,14 +111,28 @@ def gpu(args: argparse.Namespace) -> None:
     print(f"  512-trial study wall time / one trial alone: {big / alone:.2f}x (target <= 3x)")
 
 
+def gpu_quick(args: argparse.Namespace) -> None:
+    """The GPU check's key figures only (for a short lease)."""
+    steps = args.steps
+    print(f"digits-mlp (64-128-128-10, batch 64, Adam), {steps} steps, one GPU, warm engine:")
+    alone = measure(1, "off", steps, 50)
+    base = row("one trial alone", 1, steps, alone, None)
+    for k in (32, 512):
+        row(f"fused K={k} (one worker)", k, steps, measure(k, k, steps, 50), base)
+    big = measure(512, "auto", steps, 50)
+    row("512-trial study, fuse = auto", 512, steps, big, base)
+    print(f"  512-trial study wall time / one trial alone: {big / alone:.2f}x (target <= 3x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="with --gpu: the key figures only")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--trials", type=int, default=32)
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
-    (gpu if args.gpu else cpu)(args)
+    (gpu_quick if args.gpu and args.quick else gpu if args.gpu else cpu)(args)
 
 
 if __name__ == "__main__":

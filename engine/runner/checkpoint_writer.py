@@ -33,11 +33,20 @@ class _Job:
     state: dict[str, Any]
 
 
+DUTY_CYCLE = 0.2  # background writing may take at most this share of wall time
+
+
 class CheckpointWriter:
-    """One per worker process; ``submit`` is called from the training thread."""
+    """One per worker process; ``submit`` is called from the training thread.
+
+    After a batch that took ``t`` seconds the writer reports itself busy for a further
+    ``t / DUTY_CYCLE - t``: a group of hundreds of trials then persists less often rather
+    than spending its time (and the GIL) serialising checkpoints.
+    """
 
     def __init__(self, store: Storage) -> None:
         self.store = store
+        self._cooldown_until = 0.0
         self._queue: queue.Queue[_Job] = queue.Queue()
         self._pending = 0
         self._cond = threading.Condition()
@@ -50,7 +59,7 @@ class CheckpointWriter:
 
     def busy(self) -> bool:
         with self._cond:
-            return self._pending > 0
+            return self._pending > 0 or time.monotonic() < self._cooldown_until
 
     def drain(self, timeout: float = 600.0) -> None:
         """Wait until everything submitted so far is on disk and recorded."""
@@ -67,12 +76,15 @@ class CheckpointWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            started = time.monotonic()
             try:
                 self._write(batch)
             except Exception:
                 log.exception("writing %d checkpoints failed", len(batch))
+            took = time.monotonic() - started
             with self._cond:
                 self._pending -= len(batch)
+                self._cooldown_until = time.monotonic() + took * (1 / DUTY_CYCLE - 1)
                 self._cond.notify_all()
 
     def _write(self, batch: list[_Job]) -> None:

@@ -26,6 +26,22 @@ PERSIST_SECONDS = float(os.environ.get("TUNEPLAY_CHECKPOINT_INTERVAL", "2.0"))
 FIRST_PERSIST_SECONDS = 0.5  # a trial's first latest-checkpoint, so a kill loses little
 
 
+class MetricBuffer:
+    """Metric rows waiting to be written; shared by a fused group so it flushes once, not K times."""
+
+    def __init__(self) -> None:
+        self.rows: list[MetricRow] = []
+        self.last_flush = time.monotonic()
+        self.lock = threading.Lock()
+
+    def flush(self, store: Storage) -> None:
+        with self.lock:
+            rows, self.rows = self.rows, []
+        if rows:
+            store.write_metrics(rows)
+        self.last_flush = time.monotonic()
+
+
 class StopReason:
     NONE = ""
     PAUSE = "pause"  # the engine is stopping: checkpoint and leave the trial PAUSED
@@ -43,6 +59,7 @@ class TrialContext:
     def __init__(
         self, store: Storage, trial: Trial, metric: str, mode: str, eval_every: int,
         checkpoint_dir: Path, device: str, writer: CheckpointWriter | None = None,
+        metrics: MetricBuffer | None = None,
     ) -> None:
         self.store = store
         self.writer = writer
@@ -60,22 +77,21 @@ class TrialContext:
         self.best_value: float | None = trial.best_value
         self.last_step = -1
         self.resumed_from = 0
-        self._buffer: list[MetricRow] = []
-        self._last_flush = time.monotonic()
+        self._metrics = metrics or MetricBuffer()
         self._last_persist: float | None = None
         self._created = time.monotonic()
         self._best_snapshot: tuple[int, dict[str, Any]] | None = None
         self._best_dirty = False
         self._new_best_step: int | None = None
-        self._lock = threading.Lock()
 
     # -- reporting -------------------------------------------------------------------
     def report(self, step: int, **metrics: float) -> None:
         """Record metric values at ``step``; non-finite values end the trial as DIVERGED."""
         step = int(step)
+        rows = self._metrics.rows
         for name, value in metrics.items():
             value = float(value)
-            self._buffer.append(MetricRow(self.trial_id, step, name, value))
+            rows.append(MetricRow(self.trial_id, step, name, value))
             if not math.isfinite(value) and self.diverged_at is None:
                 self.diverged_at = (step, name, value)
                 self.stop_reason = StopReason.DIVERGED
@@ -83,7 +99,7 @@ class TrialContext:
                 self.best_step, self.best_value = step, value
                 self._new_best_step = step
         self.last_step = max(self.last_step, step)
-        if time.monotonic() - self._last_flush > FLUSH_SECONDS:
+        if time.monotonic() - self._metrics.last_flush > FLUSH_SECONDS:
             self.flush()
 
     def _better(self, value: float) -> bool:
@@ -92,12 +108,8 @@ class TrialContext:
         return value < self.best_value if self.mode == "min" else value > self.best_value
 
     def flush(self) -> None:
-        """Write buffered metric rows to the workspace."""
-        with self._lock:
-            rows, self._buffer = self._buffer, []
-        if rows:
-            self.store.write_metrics(rows)
-        self._last_flush = time.monotonic()
+        """Write buffered metric rows to the workspace (the whole group's, when shared)."""
+        self._metrics.flush(self.store)
 
     # -- stopping --------------------------------------------------------------------
     def should_stop(self) -> bool:
@@ -184,7 +196,8 @@ def _snapshot(step: int, model: Any, optimizer: Any, extra: dict[str, Any]) -> d
 
     def grab(obj: Any) -> Any:
         sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
-        return _clone(sd)
+        # a fused trial's wrapper hands over fresh tensors already: copying twice is waste
+        return sd if getattr(obj, "state_dict_is_copy", False) else _clone(sd)
 
     return {
         "step": step,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from engine.runner.checkpoint_writer import CheckpointWriter
-from engine.runner.context import StopReason, TrialContext
+from engine.runner.context import MetricBuffer, StopReason, TrialContext
 from engine.runner.grouping import group_size
 from engine.spec import spec_from_dict
 from engine.store import open_store
@@ -142,10 +142,11 @@ class Worker:
         study = self._study(trials[0].study_id)
         spec = spec_from_dict(study.spec)
         contexts = []
+        shared = MetricBuffer()  # one flush for the whole group
         for trial in trials:
             ctx = TrialContext(
                 self.store, trial, spec.metric, spec.mode, spec.eval_every,
-                self.workspace / "checkpoints" / str(trial.id), self.device, self.writer,
+                self.workspace / "checkpoints" / str(trial.id), self.device, self.writer, shared,
             )
             self._restore_best(ctx, trial)
             contexts.append(ctx)

@@ -90,10 +90,11 @@ class StackedParams:
 
     def trial_state_dict(self, trial: int, row: int) -> dict[str, torch.Tensor]:
         """Trial ``trial``'s plain ``nn.Module.state_dict()`` (fresh tensors)."""
+        row_copy = self.flat[row].detach().clone()  # one copy; the entries are views into it
         out: dict[str, torch.Tensor] = {}
         for key, j in self.keys[trial].items():
             seg = self.segments[self.segment_of[j]]
-            out[key] = self.flat[row, seg.columns].detach().reshape(seg.shape).clone()
+            out[key] = row_copy[seg.columns].view(seg.shape)
         return out
 
     @torch.no_grad()
@@ -223,6 +224,8 @@ class TrialModel:
     """One trial's model as the trial API sees it: ``state_dict()`` builds that trial's plain
     ``nn.Module`` state dict from the stack on demand; ``load_state_dict`` writes into it."""
 
+    state_dict_is_copy = True  # the trial API need not copy it again
+
     def __init__(self, group: FusedTrainer, trial: int) -> None:
         self.group, self.trial = group, trial
 
@@ -236,6 +239,8 @@ class TrialModel:
 class TrialOptimizer:
     """One trial's optimizer as the trial API sees it, in ``torch.optim``'s state_dict format
     (the class the unfused path builds), so either path restores the other's checkpoint."""
+
+    state_dict_is_copy = True  # built from fresh tensors: the trial API need not copy it again
 
     def __init__(self, group: FusedTrainer, trial: int, step: int = -1) -> None:
         self.group, self.trial, self.step = group, trial, step
