@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 from pathlib import Path
@@ -27,6 +26,7 @@ from engine.workloads.fused import (
 )
 from engine.workloads.fused_optim import schedule_table
 from engine.workloads.lm import train_lm
+from tests.fake_trial import FakeTrial
 
 # CUDA runs the same checks where a GPU is present (TF32 convolutions and the LM's bf16 autocast
 # differ between a grouped and a plain kernel, hence the looser tolerance there).
@@ -38,61 +38,6 @@ TINY: dict[str, dict[str, Any]] = {
     "digits-cnn": {"channels": 8},
     "tiny-lm": {"d_model": 32, "n_layers": 1, "n_heads": 2, "seq_len": 32, "batch_size": 8},
 }
-
-
-class FakeTrial:
-    """The engine's trial context in memory; can stop after a checkpoint or a number of steps."""
-
-    def __init__(
-        self,
-        max_train_steps: int = 40,
-        eval_every: int = 10,
-        seed: int = 0,
-        stop_after_checkpoint: int | None = None,
-        stop_after_steps: int | None = None,
-        device: str = "cpu",
-    ):
-        self.max_train_steps, self.eval_every, self.seed = max_train_steps, eval_every, seed
-        self.device = device
-        self.reports: list[tuple[int, dict[str, float]]] = []
-        self.checkpoints: dict[int, dict[str, Any]] = {}
-        self.stop_after_checkpoint, self.stop_after_steps = stop_after_checkpoint, stop_after_steps
-        self.stop = False
-        self.calls = 0
-
-    def report(self, step: int, **metrics: float) -> None:
-        self.reports.append((step, metrics))
-        if not all(math.isfinite(v) for v in metrics.values()):
-            self.stop = True
-
-    def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
-        self.checkpoints[step] = {
-            "model": copy.deepcopy(model.state_dict()),
-            "optimizer": copy.deepcopy(optimizer.state_dict()),
-        }
-        if step == self.stop_after_checkpoint:
-            self.stop = True
-
-    def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
-        if not self.checkpoints:
-            return 0
-        step = max(self.checkpoints)
-        model.load_state_dict(self.checkpoints[step]["model"])
-        optimizer.load_state_dict(self.checkpoints[step]["optimizer"])
-        return step + 1
-
-    def should_stop(self) -> bool:
-        self.calls += 1
-        if self.stop_after_steps is not None and self.calls >= self.stop_after_steps:
-            self.stop = True
-        return self.stop
-
-    def resume(self) -> FakeTrial:
-        self.stop, self.stop_after_checkpoint, self.stop_after_steps = False, None, None
-        return self
-
-    def steps(self) -> list[int]:
-        return [step for step, _ in self.reports]
 
 
 def hp_for(name: str, **overrides: Any) -> dict[str, Any]:

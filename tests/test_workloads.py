@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import importlib
 import math
 import os
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from engine.workloads.builtin import BUILTINS, OPTIMIZERS, SCHEDULES
+from tests.fake_trial import FakeTrial as SharedFakeTrial
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,49 +26,12 @@ TINY: dict[str, dict[str, Any]] = {
 }
 
 
-class FakeTrial:
-    """The engine's trial context, in memory: reports, checkpoints, a stop flag."""
+class FakeTrial(SharedFakeTrial):
+    """The shared fake trial, with this file's short defaults."""
 
-    def __init__(
-        self,
-        max_train_steps: int = 10,
-        eval_every: int = 5,
-        seed: int = 0,
-        stop_after_checkpoint: int | None = None,
-    ):
-        self.max_train_steps, self.eval_every, self.seed = max_train_steps, eval_every, seed
-        self.device = "cpu"
-        self.reports: list[tuple[int, dict[str, float]]] = []
-        self.checkpoints: dict[int, dict[str, Any]] = {}
-        self.stop_after_checkpoint = stop_after_checkpoint
-        self.stop = False
-
-    def report(self, step: int, **metrics: float) -> None:
-        self.reports.append((step, metrics))
-        if not all(math.isfinite(v) for v in metrics.values()):
-            self.stop = True
-
-    def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
-        self.checkpoints[step] = {
-            "model": copy.deepcopy(model.state_dict()),
-            "optimizer": copy.deepcopy(optimizer.state_dict()),
-        }
-        if step == self.stop_after_checkpoint:
-            self.stop = True
-
-    def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
-        if not self.checkpoints:
-            return 0
-        step = max(self.checkpoints)
-        model.load_state_dict(self.checkpoints[step]["model"])
-        optimizer.load_state_dict(self.checkpoints[step]["optimizer"])
-        return step + 1
-
-    def should_stop(self) -> bool:
-        return self.stop
-
-    def steps(self) -> list[int]:
-        return [step for step, _ in self.reports]
+    def __init__(self, max_train_steps: int = 10, eval_every: int = 5, seed: int = 0,
+                 stop_after_checkpoint: int | None = None) -> None:
+        super().__init__(max_train_steps, eval_every, seed, stop_after_checkpoint)
 
 
 class RecordingHP(dict):  # type: ignore[type-arg]

@@ -22,7 +22,7 @@ from textual.worker import Worker, WorkerState
 from engine.store.base import Trial
 from tuneplay_tui.commands import TuneplayCommands
 from tuneplay_tui.format import one_line, plural
-from tuneplay_tui.messages import EngineCallDone, WorkspacePolled
+from tuneplay_tui.messages import EngineCallDone, WorkspacePolled, run_engine_call
 from tuneplay_tui.poller import Poller
 from tuneplay_tui.screens import (
     AnalysisScreen,
@@ -242,15 +242,7 @@ class TuneplayApp(App[str]):
     def engine_call(self, label: str, fn: Callable[[], Any],
                     on_done: Callable[[Any], None] | None = None) -> None:
         """As :meth:`StageScreen.engine_call`, for app-level work."""
-        def job() -> None:
-            try:
-                result = fn()
-            except Exception as exc:  # noqa: BLE001 (an error boundary)
-                self.post_message(EngineCallDone(label, error=one_line(exc)))
-                return
-            self.post_message(EngineCallDone(label, result, on_done=on_done))
-
-        self.run_worker(job, thread=True, name=label, group=label, exit_on_error=False)
+        run_engine_call(self, label, fn, on_done)
 
     def on_engine_call_done(self, message: EngineCallDone) -> None:
         if message.error is not None:

@@ -75,3 +75,20 @@ class PreviewReady(Message):
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, PreviewReady)
+
+
+def run_engine_call(node: Any, label: str, fn: Callable[[], Any],
+                    on_done: Callable[[Any], None] | None = None) -> None:
+    """Run ``fn`` (a facade call) in a thread of ``node`` (the app or a screen) and post
+    :class:`EngineCallDone` to it: the result, or the error as one line (never a traceback)."""
+    from tuneplay_tui.format import one_line
+
+    def job() -> None:
+        try:
+            result = fn()
+        except Exception as exc:  # noqa: BLE001 (an error boundary)
+            node.post_message(EngineCallDone(label, error=one_line(exc)))
+            return
+        node.post_message(EngineCallDone(label, result, on_done=on_done))
+
+    node.run_worker(job, thread=True, name=label, group=label, exit_on_error=False)

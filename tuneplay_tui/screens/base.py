@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tuneplay_tui.format import one_line
-from tuneplay_tui.messages import EngineCallDone
+from tuneplay_tui.messages import EngineCallDone, run_engine_call
 from tuneplay_tui.widgets.header import StageHeader
 
 if TYPE_CHECKING:
@@ -96,16 +96,7 @@ class StageScreen(Screen[None]):
     def engine_call(self, label: str, fn: Callable[[], Any],
                     on_done: Callable[[Any], None] | None = None) -> None:
         """Run ``fn`` (a facade call) in a thread; ``on_done(result)`` on the UI thread."""
-
-        def job() -> None:
-            try:
-                result = fn()
-            except Exception as exc:  # noqa: BLE001 (an error boundary)
-                self.post_message(EngineCallDone(label, error=one_line(exc)))
-                return
-            self.post_message(EngineCallDone(label, result, on_done=on_done))
-
-        self.run_worker(job, thread=True, name=label, group=label, exit_on_error=False)
+        run_engine_call(self, label, fn, on_done)
 
     def on_engine_call_done(self, message: EngineCallDone) -> None:
         message.stop()  # handled here: the app's handler must not run on_done a second time
