@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import NullTrial, median  # noqa: E402
+from _common import NullTrial, median
 
-from engine.runner.context import TrialContext  # noqa: E402
-from engine.runner.worker import configure_threads  # noqa: E402
-from engine.store import open_store  # noqa: E402
-from engine.store.base import NewTrial  # noqa: E402
-from engine.workloads.builtin import BUILTINS  # noqa: E402
-from engine.workloads.digits import train_mlp  # noqa: E402
+from engine.runner.context import TrialContext
+from engine.runner.worker import configure_threads
+from engine.store import open_store
+from engine.store.base import NewTrial
+from engine.workloads.builtin import BUILTINS
+from engine.workloads.digits import train_mlp
 
 STEPS, EVAL_EVERY, ROUNDS = 3000, 50, 5
 

@@ -44,9 +44,8 @@ def _slot_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.runner.control import start_engine
-    from engine.spec import load_study
+    from engine.spec import SpecError, load_study
     from engine.store import open_store
-    from engine.spec import SpecError
     from engine.workspace import StudyConflict, launch_study
 
     spec = load_study(args.file)

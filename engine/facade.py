@@ -7,9 +7,10 @@ safe to call from a worker thread; slow ones (analysis, probes, launching) are m
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 from engine.store.base import Baseline, Decision, Experiment, MetricRow, Study, Trial
 

@@ -7,8 +7,9 @@ import os
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from engine import workspace as ws_ops
 from engine.facade import DeviceUsage, ExperimentSummary, Snapshot, StudySummary

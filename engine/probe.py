@@ -13,7 +13,8 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from engine.workloads.base import WorkloadInfo
 from engine.workloads.registry import load_train_function, resolve_workload

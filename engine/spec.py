@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from engine.space import SCALES, ChoiceParam, Param, RangeParam, Scalar
 from engine.workloads.base import WorkloadInfo

@@ -8,10 +8,17 @@ without ever duplicating one, topping up Bayesian studies, and the trial control
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from engine.search import bayes_trials, points_per_combo, quasi_random_trials, scientific_combos, total_trials
+from engine.search import (
+    bayes_trials,
+    points_per_combo,
+    quasi_random_trials,
+    scientific_combos,
+    total_trials,
+)
 from engine.spec import StudySpec, spec_from_dict
 from engine.store.base import Experiment, NewTrial, Storage, StoreError, Study, Trial, TrialState
 

@@ -14,8 +14,9 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.runner.checkpoint_writer import CheckpointWriter, atomic_save
 from engine.store.base import Checkpoint, MetricRow, Storage, Trial

@@ -21,8 +21,9 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from engine.runner.checkpoint_writer import CheckpointWriter
 from engine.runner.context import MetricBuffer, StopReason, TrialContext
@@ -270,11 +271,11 @@ def _die_with_parent() -> None:
 def warm_up() -> None:
     """Pay the one-off costs (torch.optim's first use, the digits data) before any trial."""
     try:
+        import torch
+
         from engine.workloads.builtin import BUILTINS
         from engine.workloads.digits import digits_data
         from engine.workloads.registry import load_train_function
-
-        import torch
 
         torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])
         digits_data("cpu")

@@ -9,7 +9,8 @@ scientific hyperparameters as further dimensions of the same search.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from engine.space import ChoiceParam, Param
 from engine.spec import StudySpec

@@ -7,7 +7,8 @@ a new seed gives an independent replicate of the whole search.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.stats import qmc

@@ -8,8 +8,9 @@ CANCELLED) is never modified again except by an explicit ``requeue``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 SCHEMA_VERSION = 2  # 2: trials.group_key (fusion groups)
 

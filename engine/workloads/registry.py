@@ -18,8 +18,9 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine.workloads.base import HParamInfo, WorkloadInfo
 
