@@ -91,9 +91,12 @@ class CheckpointWriter:
         latest: dict[tuple[int, str], _Job] = {}
         for job in batch:  # only the newest state per (trial, kind) matters
             latest[(job.trial_id, job.kind)] = job
-        for job in latest.values():
-            job.path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save(job.state, job.path)
+        jobs = list(latest.values())
+        if len(jobs) == 1:
+            jobs[0].path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save(jobs[0].state, jobs[0].path)
+        else:
+            _save_batch(jobs)
         now = time.time()
         self.store.record_checkpoints([
             Checkpoint(j.trial_id, j.kind, j.step, str(j.path), j.value, now) for j in latest.values()
@@ -110,3 +113,37 @@ def atomic_save(state: dict[str, Any], path: Path) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _save_batch(jobs: list[_Job]) -> None:
+    """Write many checkpoints with one filesystem sync instead of one fsync each."""
+    import torch
+
+    tmps = []
+    for job in jobs:
+        job.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = job.path.with_name(f".{job.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as fh:
+            torch.save(job.state, fh)
+        tmps.append(tmp)
+    if not _syncfs(jobs[0].path.parent):
+        for tmp in tmps:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+    for tmp, job in zip(tmps, jobs):
+        os.replace(tmp, job.path)
+
+
+def _syncfs(folder: Path) -> bool:
+    """Flush the filesystem holding ``folder`` (Linux ``syncfs``); False where unavailable."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            return libc.syncfs(fd) == 0
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        return False
