@@ -97,9 +97,11 @@ study then starts from. An inconclusive verdict usually means: more seeds.
         names = [p["name"] for p in (*study.spec.get("scientific", ()), *study.spec.get("nuisance", ()))]
         cand = decision.candidate if decision else None
         what = fmt.params_line(cand, names) if cand else "the study's best configuration"
+        # a recorded decision names the baseline version it was judged against
+        version = decision.baseline_version if decision else (base.version if base else None)
         line.update(Content.assemble(("candidate: ", "$foreground-muted"), (what, "bold"),
                                      f'  (study "{study.name}")', ("   vs   ", "$foreground-muted"),
-                                     (f"baseline v{base.version}" if base else "no baseline", "bold")))
+                                     (f"baseline v{version}" if version else "no baseline", "bold")))
 
     def _draw_chart(self, decision: Decision | None) -> None:
         chart = self.query_one("#dec-chart", Chart)
