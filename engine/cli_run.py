@@ -156,6 +156,3 @@ def cmd_control(args: argparse.Namespace) -> int:
     print(f"{args.action}: {n} of {len(args.trial_ids)} trials changed")
     return 0 if n else 1
 
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=1, default=str)

@@ -23,7 +23,7 @@ from engine.spec import StudySpec, spec_from_dict
 from engine.store.base import Experiment, NewTrial, Storage, StoreError, Study, Trial, TrialState
 
 # Keys of a stored spec that may change when a study is continued from its file.
-_MUTABLE_KEYS = {"budget", "goal", "source", "fuse", "target", "base_config", "baseline_version", "complete"}
+_MUTABLE_KEYS = {"budget", "goal", "source", "fuse", "target", "base_config", "baseline_version"}
 
 
 class StudyConflict(StoreError):
@@ -129,7 +129,7 @@ def top_up_bayesian(store: Storage, free_slots: int) -> list[Trial]:
     """Ask Bayesian studies for more trials when results have come in and slots are idle."""
     added: list[Trial] = []
     for study in store.list_studies():
-        if study.spec.get("search") != "bayesian" or study.spec.get("complete"):
+        if study.spec.get("search") != "bayesian":
             continue
         spec = study_spec(study)
         trials = store.list_trials(study.id)
