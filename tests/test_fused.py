@@ -364,3 +364,60 @@ def test_user_workloads_opt_in_with_fused_with(
     assert fused_train_function(plain) is None
     with pytest.raises(ValueError, match="no fused trainer"):
         fuse_key(plain, {})
+
+
+# --- through the real trial API ---------------------------------------------------------
+
+
+def test_best_checkpoints_through_the_trial_api_hold_the_weights_of_each_best_step(
+    tmp_path: Path,
+) -> None:
+    """The group copies improved rows into one stacked buffer and builds a trial's dict only
+    when it is written; what lands in ``best.pt`` must be the weights at that trial's best
+    step, for trials that finish and for trials dropped from the stack when it compacts."""
+    from engine.runner.checkpoint_writer import CheckpointWriter
+    from engine.runner.context import MetricBuffer, StopReason, TrialContext
+    from engine.spec import parse_study
+    from engine.store import open_store
+    from engine.workspace import launch_study
+
+    store = open_store(tmp_path / ".tuneplay")
+    spec = parse_study(
+        '[study]\nname = "g"\nworkload = "builtin:digits-mlp"\nmax_train_steps = 40\n'
+        'eval_every = 10\nbudget = 4\nfuse = 4\n[fixed]\nwidth = 32\n'
+        '[nuisance]\nlearning_rate = { low = 1e-3, high = 1e-2, scale = "log" }\n'
+    )
+    launch_study(store, spec)
+    claimed = store.claim_trials("w", "cpu", limit=4, group=True)
+    hps = group("digits-mlp", "sgd")
+    cancel_at = [20, 10, None, 20]  # three leave: the stack compacts under their pending bests
+
+    class Cancelling(TrialContext):
+        def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
+            super().checkpoint(step, model, optimizer, **extra)
+            if step == cancel_at[contexts.index(self)]:
+                self.request_stop(StopReason.CANCEL)
+
+    writer, shared = CheckpointWriter(store), MetricBuffer()
+    contexts = [
+        Cancelling(store, t, "val_error", "min", 10, tmp_path / "cp" / str(t.id), "cpu", writer, shared)
+        for t in claimed
+    ]
+    train_mlp_fused(hps, contexts)
+    for ctx in contexts:
+        ctx.flush()
+        ctx.persist_best()
+    writer.drain()
+    reference = [FakeTrial(seed=c.seed, stop_after_checkpoint=s) for c, s in zip(contexts, cancel_at)]
+    train_mlp_fused(hps, reference)
+    for ctx, ref in zip(contexts, reference):
+        evals = [(m["val_error"], step) for step, m in ref.reports if "val_error" in m]
+        best_value, best_step = min(evals, key=lambda e: (e[0], e[1]))
+        assert (ctx.best_step, ctx.best_value) == (best_step, pytest.approx(best_value))
+        saved = torch.load(ctx.checkpoint_dir / "best.pt", weights_only=True)
+        assert saved["step"] == best_step
+        for key, value in ref.checkpoints[best_step]["model"].items():
+            torch.testing.assert_close(saved["model"][key], value, rtol=1e-5, atol=1e-6)
+        recorded = {c.kind: c for c in store.get_checkpoints(ctx.trial_id)}
+        assert recorded["best"].step == best_step
+    assert [ref.steps()[-1] for ref in reference] == [20, 10, 39, 20]

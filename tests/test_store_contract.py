@@ -211,6 +211,24 @@ class TestStorageContract:
         with pytest.raises(StoreError, match="777"):
             store.finish_trial(777, TrialProgress(TrialState.FAILED))
 
+    def test_finish_trials_records_a_group_and_skips_finished_ones(self, store: Storage) -> None:
+        a, b, c = _enqueue(store, _study(store), 3)
+        store.claim_trials("w", "cpu", limit=3)
+        store.set_state([c], TrialState.CANCELLED, only_from=[TrialState.RUNNING])  # cancelled meanwhile
+        done = store.finish_trials([
+            (a, TrialProgress(TrialState.COMPLETED, best_step=9, best_value=0.5, steps_done=10, wall_time=1.0)),
+            (b, TrialProgress(TrialState.DIVERGED, steps_done=4, error="train_loss = nan at step 3")),
+            (c, TrialProgress(TrialState.COMPLETED, steps_done=10)),
+        ])
+        assert done == [a, b]
+        ta, tb, tc = (store.get_trial(i) for i in (a, b, c))
+        assert (ta.state, ta.best_step, ta.best_value, ta.steps_done) == (TrialState.COMPLETED, 9, 0.5, 10)
+        assert ta.finished_at is not None and tb.error == "train_loss = nan at step 3"
+        assert tb.state is TrialState.DIVERGED and tc.state is TrialState.CANCELLED
+        with pytest.raises(StoreError, match="not an end state"):
+            store.finish_trials([(a, TrialProgress(TrialState.PAUSED))])
+        assert store.finish_trials([]) == []
+
     def test_finish_keeps_diverged_and_paused(self, store: Storage) -> None:
         a, b = _enqueue(store, _study(store), 2)
         store.claim_trials("w", "cpu", limit=2)

@@ -60,7 +60,7 @@ class TrialContext:
     def __init__(
         self, store: Storage, trial: Trial, metric: str, mode: str, eval_every: int,
         checkpoint_dir: Path, device: str, writer: CheckpointWriter | None = None,
-        metrics: MetricBuffer | None = None,
+        metrics: MetricBuffer | None = None, first_persist: float = FIRST_PERSIST_SECONDS,
     ) -> None:
         self.store = store
         self.writer = writer
@@ -81,6 +81,7 @@ class TrialContext:
         self._metrics = metrics or MetricBuffer()
         self._last_persist: float | None = None
         self._created = time.monotonic()
+        self._first_persist = first_persist
         self._best_snapshot: tuple[int, dict[str, Any]] | None = None
         self._best_dirty = False
         self._new_best_step: int | None = None
@@ -127,14 +128,22 @@ class TrialContext:
         step = int(step)
         new_best = self._new_best_step == step
         now = time.monotonic()
-        due = (now - self._created > FIRST_PERSIST_SECONDS if self._last_persist is None
+        due = (now - self._created > self._first_persist if self._last_persist is None
                else now - self._last_persist > PERSIST_SECONDS)
         if due and self.writer is not None and self._last_persist is not None and self.writer.busy():
             due = False  # the last batch is still being written: never pile snapshots up
         if not (new_best or due or self.stop_reason):
             return
         if new_best:  # the weights are what a retrospective best is for; no optimizer state
-            self._best_snapshot, self._best_dirty = (step, _snapshot(step, model, None, extra)), True
+            # A fused trial's model defers its copy (``best_snapshot``): the group copies the
+            # rows of every trial that improved at once, and one trial's dict is only built
+            # when it is persisted.
+            later = getattr(model, "best_snapshot", None)
+            if later is not None:
+                snap = {"step": step, "model": later(), "optimizer": None, "extra": _grab_extra(extra)}
+            else:
+                snap = _snapshot(step, model, None, extra)
+            self._best_snapshot, self._best_dirty = (step, snap), True
             self._new_best_step = None
         if due or self.stop_reason:
             self.persist(step, _snapshot(step, model, optimizer, extra))
@@ -150,6 +159,10 @@ class TrialContext:
         if not self._best_dirty or self._best_snapshot is None:
             return
         step, state = self._best_snapshot
+        deferred = state.get("model")
+        if hasattr(deferred, "resolve"):
+            state = {**state, "model": deferred.resolve()}
+            self._best_snapshot = (step, state)
         self._save("best", step, self.best_value, state)
         self._best_dirty = False
 
@@ -192,19 +205,22 @@ class TrialContext:
             self.writer.drain()
 
 
+def _grab(obj: Any) -> Any:
+    sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
+    # a fused trial's wrapper hands over fresh tensors already: copying twice is waste
+    return sd if getattr(obj, "state_dict_is_copy", False) else _clone(sd)
+
+
+def _grab_extra(extra: dict[str, Any]) -> dict[str, Any]:
+    return {k: _grab(v) for k, v in extra.items()}
+
+
 def _snapshot(step: int, model: Any, optimizer: Any, extra: dict[str, Any]) -> dict[str, Any]:
-    import copy
-
-    def grab(obj: Any) -> Any:
-        sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
-        # a fused trial's wrapper hands over fresh tensors already: copying twice is waste
-        return sd if getattr(obj, "state_dict_is_copy", False) else _clone(sd)
-
     return {
         "step": step,
-        "model": grab(model) if model is not None else None,
-        "optimizer": grab(optimizer) if optimizer is not None else None,
-        "extra": {k: grab(v) for k, v in extra.items()} if extra else copy.copy(extra),
+        "model": _grab(model) if model is not None else None,
+        "optimizer": _grab(optimizer) if optimizer is not None else None,
+        "extra": _grab_extra(extra),
     }
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.runner.checkpoint_writer import CheckpointWriter
-from engine.runner.context import MetricBuffer, StopReason, TrialContext
+from engine.runner.context import PERSIST_SECONDS, MetricBuffer, StopReason, TrialContext
 from engine.runner.grouping import group_size
 from engine.spec import spec_from_dict
 from engine.store import open_store
@@ -148,6 +148,8 @@ class Worker:
             ctx = TrialContext(
                 self.store, trial, spec.metric, spec.mode, spec.eval_every,
                 self.workspace / "checkpoints" / str(trial.id), self.device, self.writer, shared,
+                # a group's first save is one write per trial: not before the usual interval
+                first_persist=PERSIST_SECONDS,
             )
             self._restore_best(ctx, trial)
             contexts.append(ctx)
@@ -166,8 +168,32 @@ class Worker:
             self.current = []
         seconds = time.monotonic() - started
         log.info("fused group of %d trials took %.2f s", len(trials), seconds)
-        for ctx, trial in zip(contexts, trials):
-            self._finish(ctx, trial, state, error, seconds)
+        saved = self._save_results(contexts)  # every best checkpoint in one batch, one drain
+        ends = [
+            self._outcome(ctx, trial, state if ok else TrialState.FAILED, error if ok else bad, seconds)
+            for ctx, trial, (ok, bad) in zip(contexts, trials, saved)
+        ]
+        paused = [trial.id for trial, end in zip(trials, ends) if end == "paused"]
+        if paused:
+            self.store.set_state(paused, TrialState.PAUSED, only_from=[TrialState.RUNNING])
+        finished = [(trial.id, end) for trial, end in zip(trials, ends) if isinstance(end, TrialProgress)]
+        try:
+            self.store.finish_trials(finished)
+        except Exception:
+            log.exception("recording the end of fused group %s failed", [t.id for t in trials])
+
+    def _save_results(self, contexts: Sequence[TrialContext]) -> list[tuple[bool, str]]:
+        """Flush the group's metrics and write every pending best checkpoint, then wait once."""
+        results = []
+        for ctx in contexts:
+            try:
+                ctx.flush()
+                ctx.persist_best()
+                results.append((True, ""))
+            except Exception as exc:
+                results.append((False, f"could not save results: {_error_text(exc)}"))
+        self.writer.drain()
+        return results
 
     def _fused_function(self, trial: Trial) -> Callable[..., Any] | None:
         ref = self._study(trial.study_id).spec.get("workload")
@@ -184,23 +210,33 @@ class Worker:
             ctx.finish()
         except Exception as exc:
             state, error = TrialState.FAILED, f"could not save results: {_error_text(exc)}"
+        end = self._outcome(ctx, trial, state, error, seconds)
+        if end == "paused":
+            self.store.set_state([trial.id], TrialState.PAUSED, only_from=[TrialState.RUNNING])
+        elif isinstance(end, TrialProgress):
+            try:
+                self.store.finish_trial(trial.id, end)
+            except Exception as exc:  # e.g. cancelled meanwhile: the stored state wins
+                log.info("trial %s not finished as %s: %s", trial.id, end.state.value, exc)
+
+    @staticmethod
+    def _outcome(
+        ctx: TrialContext, trial: Trial, state: TrialState, error: str, seconds: float
+    ) -> TrialProgress | str | None:
+        """How an attempt ended: its progress record, "paused", or None (cancelled: the
+        user's CANCELLED stands)."""
         if ctx.diverged_at is not None and state == TrialState.COMPLETED:
             step, name, value = ctx.diverged_at
             state, error = TrialState.DIVERGED, f"{name} = {value} at step {step}"
         elif ctx.stop_reason == StopReason.PAUSE and state == TrialState.COMPLETED:
             if ctx.last_step < trial.max_train_steps - 1:
-                self.store.set_state([trial.id], TrialState.PAUSED, only_from=[TrialState.RUNNING])
-                return
+                return "paused"
         elif ctx.stop_reason == StopReason.CANCEL:
-            return  # the user's CANCELLED stands
-        progress = TrialProgress(
+            return None
+        return TrialProgress(
             state=state, best_step=ctx.best_step, best_value=ctx.best_value,
             steps_done=max(ctx.last_step + 1, 0), wall_time=trial.wall_time + seconds, error=error,
         )
-        try:
-            self.store.finish_trial(trial.id, progress)
-        except Exception as exc:  # e.g. cancelled meanwhile: the stored state wins
-            log.info("trial %s not finished as %s: %s", trial.id, state.value, exc)
 
     def _restore_best(self, ctx: TrialContext, trial: Trial) -> None:
         """On a resumed attempt, carry the best-so-far from the checkpoint record."""

@@ -223,6 +223,10 @@ class Storage(Protocol):
     def finish_trial(self, trial_id: int, progress: TrialProgress) -> Trial:
         """Record the end of an attempt (any state but QUEUED/RUNNING)."""
         ...
+    def finish_trials(self, items: Sequence[tuple[int, TrialProgress]]) -> list[int]:
+        """Record the end of many attempts in one write (a fused group's); trials already
+        finished (e.g. cancelled meanwhile) keep their state. Returns the ids recorded."""
+        ...
     def set_state(self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState]) -> int:
         """Move trials to ``state`` if they are currently in one of ``only_from``; return how many."""
         ...

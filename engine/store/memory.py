@@ -299,6 +299,27 @@ class MemoryStorage:
             return self._trials[trial_id]
         return self._locked(write)
 
+    def finish_trials(self, items: Sequence[tuple[int, TrialProgress]]) -> list[int]:
+        """Record the end of many attempts at once; finished trials are skipped."""
+        for trial_id, progress in items:
+            if not TrialState(progress.state).is_finished():
+                raise StoreError(f"finish_trials {trial_id}: {progress.state} is not an end state")
+        done = []
+        with self._lock:
+            for trial_id, progress in items:
+                t = self._trials.get(trial_id)
+                if t is None or t.state.is_finished():
+                    continue
+                best = None if progress.best_value is None else float(progress.best_value)
+                step = None if progress.best_step is None else int(progress.best_step)
+                self._trials[trial_id] = replace(
+                    t, state=TrialState(progress.state), best_step=step, best_value=best,
+                    steps_done=int(progress.steps_done), wall_time=float(progress.wall_time),
+                    error=progress.error, finished_at=time.time(),
+                )
+                done.append(trial_id)
+        return done
+
     def set_state(
         self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState]
     ) -> int:

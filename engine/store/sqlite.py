@@ -375,6 +375,31 @@ class SQLiteStorage:
             return self._get_trial(conn, trial_id)
         return self._run(write, write=True)
 
+    def finish_trials(self, items: Sequence[tuple[int, TrialProgress]]) -> list[int]:
+        """Record the end of many attempts in one transaction; finished trials are skipped."""
+        now = time.time()
+        data = []
+        for trial_id, progress in items:
+            state = TrialState(progress.state)
+            if not state.is_finished():
+                raise StoreError(f"finish_trials {trial_id}: {state.value} is not an end state")
+            data.append((state.value, _opt_int(progress.best_step), encode_float(progress.best_value),
+                         int(progress.steps_done), float(progress.wall_time), progress.error, now,
+                         int(trial_id)))
+        sql = (
+            "UPDATE trials SET state = ?, best_step = ?, best_value = ?, steps_done = ?, "
+            "wall_time = ?, error = ?, finished_at = ? WHERE id = ? "
+            "AND state NOT IN ('COMPLETED', 'FAILED', 'DIVERGED', 'CANCELLED')"
+        )
+
+        def write(conn: Connection) -> list[int]:
+            done = []
+            for row in data:
+                if conn.execute(sql, row).rowcount:
+                    done.append(row[-1])
+            return done
+        return self._run(write, write=True) if data else []
+
     def set_state(
         self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState]
     ) -> int:

@@ -88,9 +88,13 @@ class StackedParams:
         self.flat = self.flat.index_select(0, rows)
         self._make_leaves()
 
-    def trial_state_dict(self, trial: int, row: int) -> dict[str, torch.Tensor]:
-        """Trial ``trial``'s plain ``nn.Module.state_dict()`` (fresh tensors)."""
-        row_copy = self.flat[row].detach().clone()  # one copy; the entries are views into it
+    def trial_state_dict(
+        self, trial: int, row: int, source: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Trial ``trial``'s plain ``nn.Module.state_dict()`` (fresh tensors), read from row
+        ``row`` of ``source`` (default: the live parameters; else e.g. a host copy)."""
+        flat = self.flat if source is None else source
+        row_copy = flat[row].detach().clone()  # one copy; the entries are views into it
         out: dict[str, torch.Tensor] = {}
         for key, j in self.keys[trial].items():
             seg = self.segments[self.segment_of[j]]
@@ -222,18 +226,44 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
 
 class TrialModel:
     """One trial's model as the trial API sees it: ``state_dict()`` builds that trial's plain
-    ``nn.Module`` state dict from the stack on demand; ``load_state_dict`` writes into it."""
+    ``nn.Module`` state dict from the stack on demand; ``load_state_dict`` writes into it;
+    ``best_snapshot()`` defers the copy of a new best to the group (see :class:`BestRow`)."""
 
     state_dict_is_copy = True  # the trial API need not copy it again
 
-    def __init__(self, group: FusedTrainer, trial: int) -> None:
-        self.group, self.trial = group, trial
+    def __init__(self, group: FusedTrainer, trial: int, step: int | None = None) -> None:
+        self.group, self.trial, self.step = group, trial, step
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.group.params.trial_state_dict(self.trial, self.group.row(self.trial))
+        source = self.group.host_copy(self.step)
+        return self.group.params.trial_state_dict(
+            self.trial, self.group.row(self.trial), source["flat"] if source else None
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.group.params.load_trial_state_dict(self.trial, self.group.row(self.trial), state)
+
+    def best_snapshot(self) -> BestRow:
+        return self.group.defer_best(self.trial)
+
+
+class BestRow:
+    """A trial's best weights, kept by its group until someone needs them as a dict.
+
+    At an evaluation the group copies the rows of every trial that improved into one stacked
+    buffer with a single device copy (instead of K state dicts); ``resolve()`` builds the
+    trial's plain state dict from it when the checkpoint is written, and the group freezes
+    every pending one with one host copy when the trial leaves or the run ends.
+    """
+
+    def __init__(self, group: FusedTrainer, trial: int) -> None:
+        self.group, self.trial = group, trial
+        self.frozen: dict[str, torch.Tensor] | None = None
+
+    def resolve(self) -> dict[str, torch.Tensor]:
+        if self.frozen is None:
+            self.frozen = self.group.best_state_dict(self.trial)
+        return self.frozen
 
 
 class TrialOptimizer:
@@ -252,9 +282,11 @@ class TrialOptimizer:
         for group in groups:
             group["lr"] = opt.lr(row, self.step)
         count = opt.step_count(row, self.step)
+        host = g.host_copy(self.step if self.step >= 0 else None)
+        rows = opt.trial_rows(row, host)  # one copy per state tensor; entries are views
         state = {}
         for pos, seg in enumerate(g.params.segments):
-            entry = opt.trial_state(row, pos, seg, count)
+            entry = opt.trial_state(row, pos, seg, count, rows)
             if entry:
                 state[pos] = entry
         return {"state": state, "param_groups": groups}
@@ -306,9 +338,62 @@ class FusedTrainer:
         )
         self.rows = list(range(len(self.trials)))  # trial index -> row (-1: left the group)
         self.restored_counts = [0.0] * len(self.trials)
+        self.best_flat = torch.empty_like(self.params.flat)  # rows: each trial's best weights
+        self._best_pending: dict[int, BestRow] = {}  # improved at this eval, not yet copied
+        self._best: dict[int, BestRow] = {}  # each trial's latest deferred best
+        self._host: tuple[int, dict[str, torch.Tensor]] | None = None
 
     def row(self, trial: int) -> int:
         return self.rows[trial]
+
+    # -- snapshots ---------------------------------------------------------------------
+    def host_copy(self, step: int | None) -> dict[str, torch.Tensor] | None:
+        """On a GPU, the parameters and optimizer state after ``step`` copied to the host
+        once for the whole group (so K trials' checkpoints cost one transfer, not K x
+        tensors); None on a CPU, or with no step (read the live tensors)."""
+        if step is None or not self.device.startswith("cuda"):
+            return None
+        if self._host is None or self._host[0] != step:
+            tensors = {"flat": self.params.flat, **self.optimizer.state}
+            self._host = (step, {name: t.detach().to("cpu") for name, t in tensors.items()})
+        return self._host[1]
+
+    def defer_best(self, trial: int) -> BestRow:
+        """Trial ``trial`` has a new best now: its row is copied at the end of this eval."""
+        best = BestRow(self, trial)
+        self._best_pending[trial] = best
+        self._best[trial] = best
+        return best
+
+    def best_state_dict(self, trial: int) -> dict[str, torch.Tensor]:
+        row = self.rows[trial]
+        if row < 0:
+            raise RuntimeError(f"trial {trial}'s best weights left the group unsaved")
+        source = self.params.flat if trial in self._best_pending else self.best_flat
+        return self.params.trial_state_dict(trial, row, source)
+
+    @torch.no_grad()
+    def _commit_best(self) -> None:
+        """Copy the rows of the trials that improved at this eval, in one device op."""
+        if not self._best_pending:
+            return
+        rows = torch.tensor([self.rows[k] for k in self._best_pending], device=self.best_flat.device)
+        self.best_flat.index_copy_(0, rows, self.params.flat.index_select(0, rows))
+        self._best_pending.clear()
+
+    def _freeze_best(self, trials: Sequence[int]) -> None:
+        """Build the pending best dicts of ``trials`` now (one host copy for all of them)."""
+        self._commit_best()
+        todo = [
+            self._best[k]
+            for k in trials
+            if k in self._best and self._best[k].frozen is None and self.rows[k] >= 0
+        ]
+        if not todo:
+            return
+        host = self.best_flat.detach().to("cpu") if self.device.startswith("cuda") else self.best_flat
+        for best in todo:
+            best.frozen = self.params.trial_state_dict(best.trial, self.rows[best.trial], host)
 
     # -- model hooks -------------------------------------------------------------------
     def loss(self, step: int) -> torch.Tensor:
@@ -324,8 +409,13 @@ class FusedTrainer:
     def select(self, rows: torch.Tensor) -> None:
         """Keep only the stack rows ``rows``; subclasses index their own per-row tensors."""
         kept = rows.tolist()
-        self.params.select(rows.to(self.params.flat.device))
-        self.optimizer.select(rows.to(self.params.flat.device))
+        keep = set(kept)
+        self._freeze_best([k for k, r in enumerate(self.rows) if r >= 0 and r not in keep])
+        on_device = rows.to(self.params.flat.device)
+        self.params.select(on_device)
+        self.optimizer.select(on_device)
+        self.best_flat = self.best_flat.index_select(0, on_device)
+        self._host = None
         new = {old: i for i, old in enumerate(kept)}
         self.rows = [new.get(r, -1) for r in self.rows]
 
@@ -338,7 +428,11 @@ class FusedTrainer:
         try:
             self._run()
         finally:
-            self.close()
+            try:
+                self._freeze_best(range(len(self.trials)))
+            finally:
+                self._host = None
+                self.close()
 
     def _run(self) -> None:
         starts = [
@@ -370,12 +464,14 @@ class FusedTrainer:
                     meter.zero_()
                     last_reset = step
                     self.segment_start(step + 1)
-            live = [k for k in live if not self.trials[k].should_stop()]
-            if not live:
-                return
-            latest = max(starts[k] for k in live)
-            if len(live) < COMPACT_BELOW * meter.shape[0]:
-                meter = self._compact(live, meter)
+                # stop requests (cancel, pause, divergence) are looked at with the losses:
+                # K Python calls a step would cost a large group more than its kernels
+                live = [k for k in live if not self.trials[k].should_stop()]
+                if not live:
+                    return
+                latest = max(starts[k] for k in live)
+                if len(live) < COMPACT_BELOW * meter.shape[0]:
+                    meter = self._compact(live, meter)
 
     def _check(
         self,
@@ -405,17 +501,17 @@ class FusedTrainer:
             for k, train_loss in ok:
                 metrics = dict(zip(self.metric_names, values[self.rows[k]]))
                 self.trials[k].report(step, train_loss=train_loss, **metrics)
+            # every report first: a trial's save flushes the metrics the group shares once
+            for k, _ in ok:
                 self.trials[k].checkpoint(
-                    step, model=TrialModel(self, k), optimizer=TrialOptimizer(self, k, step)
+                    step, model=TrialModel(self, k, step), optimizer=TrialOptimizer(self, k, step)
                 )
+            self._commit_best()
         return [k for k in live if k not in gone]
 
     def _compact(self, live: list[int], meter: torch.Tensor) -> torch.Tensor:
         rows = torch.tensor([self.rows[k] for k in live], dtype=torch.long)
-        for k in range(len(self.rows)):
-            if k not in live:
-                self.rows[k] = -1
-        self.select(rows)
+        self.select(rows)  # the rows of trials not live become -1
         return meter.index_select(0, rows.to(meter.device))
 
 

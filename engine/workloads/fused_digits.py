@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.workloads.common import OptimConfig, check_positive_int
+from engine.workloads.common import OptimConfig, check_positive_int, seed_cpu
 from engine.workloads.digits import (
     NUM_CLASSES,
     build_cnn,
@@ -146,7 +146,7 @@ class DigitsFused(FusedTrainer):
 
 def _init(build: Callable[..., nn.Module], model_hp: Mapping[str, Any], seed: int) -> nn.Module:
     """The trial's initial weights, drawn exactly as the unfused path draws them."""
-    torch.manual_seed(seed)
+    seed_cpu(seed)
     return build(**model_hp)
 
 

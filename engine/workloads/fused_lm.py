@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from engine.workloads.common import OptimConfig, check_positive_int, mix_seed
+from engine.workloads.common import OptimConfig, check_positive_int, mix_seed, seed_cpu
 from engine.workloads.fused_core import FusedTrainer, GroupSampler, TrialDropout
 from engine.workloads.fused_digits import ACTIVATIONS, per_trial_cross_entropy, shared
 from engine.workloads.lm import EVAL_BATCH_TOKENS, VOCAB, build_lm, lm_data, val_starts
@@ -54,7 +54,7 @@ class LMFused(FusedTrainer):
         batch = shared([check_positive_int(hp, "batch_size") for hp in hps], "batch_size")
         modules = []
         for hp, trial in zip(hps, trials):
-            torch.manual_seed(trial.seed)
+            seed_cpu(trial.seed)  # built on the CPU, as the unfused path builds it
             modules.append(build_lm(hp))  # validates the architecture hyperparameters
         for name in SHAPE_KEYS:
             shared([hp[name] for hp in hps], name)

@@ -239,11 +239,25 @@ class StackedOptimizer:
         self._table = None
 
     # -- one trial's state in torch.optim's format -----------------------------------
-    def trial_state(self, row: int, position: int, seg: Segment, count: float) -> dict[str, Any]:
-        """The ``state[i]`` entry torch.optim keeps for one parameter of one trial."""
+    def trial_rows(
+        self, row: int, source: Mapping[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """One trial's row of each state tensor, copied (from ``source``, e.g. a host copy
+        of the state, when given): what :meth:`trial_state` slices its entries from."""
+        state = self.state if source is None else source
+        return {name: state[name][row].detach().clone() for name in self.state}
+
+    def trial_state(
+        self, row: int, position: int, seg: Segment, count: float,
+        rows: Mapping[str, torch.Tensor] | None = None,
+    ) -> dict[str, Any]:
+        """The ``state[i]`` entry torch.optim keeps for one parameter of one trial (views
+        into ``rows`` from :meth:`trial_rows` when given, else fresh copies)."""
         cols = seg.columns
 
         def part(name: str) -> torch.Tensor:
+            if rows is not None:
+                return rows[name][cols].view(seg.shape)
             return self.state[name][row, cols].reshape(seg.shape).clone()
 
         if self.kind in ADAM_KINDS:

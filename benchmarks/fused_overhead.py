@@ -1,0 +1,144 @@
+"""What the engine adds to a fused group: the same K digits-mlp trials trained in-process
+with no-op trials (the bare fused loop: no reports kept, no checkpoints, no workspace) and
+through a real worker (claim from a SQLite workspace, per-trial reports, best and latest
+checkpoints written by the background writer, every trial finished in the workspace).
+
+Both run in this process on the same warm device, alternating, ``--rounds`` times; the
+figures are medians. A phase breakdown of the worker's time follows (``--profile`` prints
+the top of a cProfile of one worker run instead).
+
+Run: python benchmarks/fused_overhead.py [--device cuda] [--k 512] [--steps 300] [--width 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from _common import NullTrial
+
+from engine.runner.worker import Worker, configure_threads, warm_up
+from engine.spec import parse_study
+from engine.store import open_store
+from engine.store.base import TrialState
+from engine.workloads.builtin import BUILTINS
+from engine.workloads.fused import train_mlp_fused
+from engine.workspace import launch_study
+
+STUDY = """\
+[study]
+name = "{name}"
+workload = "builtin:digits-mlp"
+max_train_steps = {steps}
+eval_every = {every}
+budget = {k}
+fuse = {k}
+seed = 0
+[fixed]
+optimizer = "adam"
+width = {width}
+depth = 2
+batch_size = 64
+[nuisance]
+learning_rate = {{ low = 1e-4, high = 3e-2, scale = "log" }}
+weight_decay = {{ low = 1e-6, high = 1e-3, scale = "log" }}
+"""
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bare(args: argparse.Namespace) -> float:
+    base = {**BUILTINS["digits-mlp"].defaults(), "optimizer": "adam", "width": args.width}
+    gen = torch.Generator().manual_seed(0)
+    hps = [
+        {**base, "learning_rate": float(10 ** (-4 + 2.5 * a)), "weight_decay": float(10 ** (-6 + 3 * b))}
+        for a, b in torch.rand(args.k, 2, generator=gen, dtype=torch.float64).tolist()
+    ]
+    trials = [NullTrial(args.steps, args.every, seed=i, device=args.device) for i in range(args.k)]
+    _sync(args.device)
+    start = time.perf_counter()
+    train_mlp_fused(hps, trials)
+    _sync(args.device)
+    return time.perf_counter() - start
+
+
+def engine(args: argparse.Namespace, round_: int, profile: cProfile.Profile | None = None) -> dict[str, float]:
+    """One group through a worker; returns its phases in seconds."""
+    ws = Path(tempfile.mkdtemp()) / ".tuneplay"
+    store = open_store(ws)
+    spec = parse_study(STUDY.format(name=f"r{round_}", steps=args.steps, every=args.every, k=args.k, width=args.width))
+    launch_study(store, spec)
+    worker = Worker(store, ws, "bench", args.device, args.device, group_size=args.k)
+    _sync(args.device)
+    start = time.perf_counter()
+    if profile:
+        profile.enable()
+    trials = worker.claim()
+    claimed = time.perf_counter()
+    worker.run_trials(trials)
+    worker.writer.drain()
+    if profile:
+        profile.disable()
+    end = time.perf_counter()
+    done = store.list_trials(states=[TrialState.COMPLETED])
+    if len(done) != args.k:
+        raise RuntimeError(f"{args.k - len(done)} trials did not complete")
+    finished = max(t.finished_at or 0 for t in done)
+    return {"claim": claimed - start, "run": end - claimed, "total": end - start,
+            "wall_to_last_finish": finished - (time.time() - (time.perf_counter() - start))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--k", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--every", type=int, default=50)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    configure_threads(args.threads)
+    warm_up()
+    small = argparse.Namespace(**{**vars(args), "k": 2, "steps": 3, "every": 1})
+    bare(small)  # kernels, data on the device
+    engine(small, -1)
+    print(f"digits-mlp 64-{args.width}-{args.width}-10, K={args.k} trials x {args.steps} steps, "
+          f"eval every {args.every}, device {args.device}:")
+    bares, totals = [], []
+    for r in range(args.rounds):
+        bares.append(bare(args))
+        phases = engine(args, r)
+        totals.append(phases["total"])
+        print(f"  round {r}: bare {bares[-1]:.3f} s   engine {phases['total']:.3f} s "
+              f"(claim {phases['claim'] * 1e3:.1f} ms)")
+    b, e = statistics.median(bares), statistics.median(totals)
+    steps = args.k * args.steps
+    print(f"  median bare fused loop: {b:.3f} s  {steps / b:12,.0f} trial-steps/s")
+    print(f"  median through a worker: {e:.3f} s  {steps / e:12,.0f} trial-steps/s")
+    print(f"  engine / bare throughput: {b / e:.2f} (target >= 0.8)")
+    if args.profile:
+        prof = cProfile.Profile()
+        engine(args, 99, prof)
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(35)
+        print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()
