@@ -421,3 +421,26 @@ def test_best_checkpoints_through_the_trial_api_hold_the_weights_of_each_best_st
         recorded = {c.kind: c for c in store.get_checkpoints(ctx.trial_id)}
         assert recorded["best"].step == best_step
     assert [ref.steps()[-1] for ref in reference] == [20, 10, 39, 20]
+
+
+def test_reinitialized_weights_are_what_building_each_trial_draws() -> None:
+    from engine.workloads.digits import build_cnn, build_mlp
+    from engine.workloads.fused_core import reinitialized
+    from engine.workloads.fused_digits import _structure
+
+    cases = [
+        (build_mlp, [{"width": 16, "depth": 2, "activation": "relu", "dropout": d} for d in (0.0, 0.3, 0.0, 0.1)]),
+        (build_cnn, [{"channels": 4, "depth": 3, "activation": "gelu", "dropout": d} for d in (0.2, 0.0, 0.2)]),
+    ]
+    for build, model_hps in cases:
+        seeds = [7 * k + 3 for k in range(len(model_hps))]
+        modules, tensors = reinitialized(build, model_hps, seeds, _structure)
+        assert len({id(m) for m in modules}) == 2  # one module per structure, not per trial
+        for hp, seed, module, got in zip(model_hps, seeds, modules, tensors):
+            got = [t.clone() for t in got]  # the next trial reuses the module
+            torch.manual_seed(seed)
+            want = build(**hp)
+            assert list(module.state_dict()) == list(want.state_dict())
+            assert len(got) == len(list(want.parameters()))
+            for g, w in zip(got, want.parameters()):
+                assert torch.equal(g, w)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -28,6 +28,7 @@ from engine.workloads.common import (
     build_optimizer,
     is_eval_step,
     mix_seed,
+    seed_cpu,
 )
 from engine.workloads.fused_optim import Segment, StackedOptimizer
 
@@ -44,12 +45,16 @@ class StackedParams:
     built with dropout has other layer indices than one without).
     """
 
-    def __init__(self, modules: Sequence[nn.Module], device: str | torch.device) -> None:
-        per_trial = [list(m.parameters()) for m in modules]
-        shapes = [tuple(p.shape) for p in per_trial[0]]
-        for params in per_trial[1:]:
-            if [tuple(p.shape) for p in params] != shapes:
-                raise ValueError("a fused group needs trials of one shape (see fuse_key)")
+    def __init__(
+        self,
+        modules: Sequence[nn.Module],
+        device: str | torch.device,
+        tensors: Iterable[Sequence[torch.Tensor]] | None = None,
+    ) -> None:
+        """``modules``: one per trial (trials may share one module object: it gives the
+        structure and state_dict keys); ``tensors``: each trial's initial parameters in
+        module parameter order, read one trial at a time (default: each module's own)."""
+        shapes = [tuple(p.shape) for p in modules[0].parameters()]
         order = [j for j, s in enumerate(shapes) if len(s) >= 2]
         order += [j for j, s in enumerate(shapes) if len(s) < 2]
         self.segments: list[Segment] = []
@@ -62,11 +67,24 @@ class StackedParams:
             offset += numel
         self.n_columns = offset
         self.n_decay = sum(s.numel for s in self.segments if s.decay)
+        dtype = next(iter(modules[0].parameters())).dtype
+        flat = torch.empty(len(modules), offset, dtype=dtype)
+        source = tensors if tensors is not None else (list(m.parameters()) for m in modules)
+        filled = 0
         with torch.no_grad():
-            stacked = [torch.stack([params[j].detach() for params in per_trial]) for j in order]
-            flat = torch.cat([t.reshape(len(modules), -1) for t in stacked], dim=1)
+            for k, params in enumerate(source):  # each trial straight into its row
+                if [tuple(p.shape) for p in params] != shapes:
+                    raise ValueError("a fused group needs trials of one shape (see fuse_key)")
+                torch.cat([params[j].detach().reshape(-1) for j in order], out=flat[k])
+                filled = k + 1
+        if filled != len(modules):
+            raise ValueError(f"initial parameters for {filled} trials, {len(modules)} modules")
         self.flat = flat.to(device)
-        self.keys = [_state_keys(m) for m in modules]  # per trial: key -> module param index
+        keys_of: dict[int, dict[str, int]] = {}
+        for m in modules:
+            if id(m) not in keys_of:
+                keys_of[id(m)] = _state_keys(m)
+        self.keys = [keys_of[id(m)] for m in modules]  # per trial: key -> module param index
         self._make_leaves()
 
     def _make_leaves(self) -> None:
@@ -116,6 +134,40 @@ class StackedParams:
             if tuple(value.shape) != seg.shape:
                 raise RuntimeError(f"size mismatch for {key}: {tuple(value.shape)} vs {seg.shape}")
             self.flat[row, seg.columns] = value.reshape(-1).to(self.flat)
+
+
+def reinitialized(
+    build: Callable[..., nn.Module],
+    model_hps: Sequence[Mapping[str, Any]],
+    seeds: Sequence[int],
+    structure: Callable[[Mapping[str, Any]], Any] = repr,
+) -> tuple[list[nn.Module], Iterator[list[torch.Tensor]]]:
+    """Each trial's initial weights, as ``torch.manual_seed(seed); build(**hp)`` draws them,
+    without building a module per trial: one module per ``structure(hp)`` is built and its
+    layers' ``reset_parameters()`` rerun in construction order after seeding (what each
+    layer's constructor does). For modules whose layers all initialise in their own
+    ``reset_parameters`` (``nn.Linear``, ``nn.Conv2d``). Returns the module of each trial
+    and an iterator over each trial's initial parameters (valid until the next item: read
+    them one at a time, as :class:`StackedParams` does)."""
+    templates: dict[Any, nn.Module] = {}
+    modules = []
+    for hp in model_hps:
+        key = structure(hp)
+        if key not in templates:
+            templates[key] = build(**hp)
+        modules.append(templates[key])
+
+    def draw() -> Iterator[list[torch.Tensor]]:
+        for template, seed in zip(modules, seeds):
+            seed_cpu(seed)
+            with torch.no_grad():
+                for layer in template.modules():
+                    reset = getattr(layer, "reset_parameters", None)
+                    if layer is not template and reset is not None:
+                        reset()
+            yield list(template.parameters())
+
+    return modules, draw()
 
 
 def _state_keys(module: nn.Module) -> dict[str, int]:
@@ -278,7 +330,7 @@ class TrialOptimizer:
     def state_dict(self) -> dict[str, Any]:
         g, k = self.group, self.trial
         row, opt = g.row(k), g.optimizer
-        groups = copy.deepcopy(g.param_groups[k])
+        groups = copy.deepcopy(g.param_groups(k))
         for group in groups:
             group["lr"] = opt.lr(row, self.step)
         count = opt.step_count(row, self.step)
@@ -317,17 +369,21 @@ class FusedTrainer:
     metric_names: tuple[str, ...] = ()
 
     def __init__(
-        self, trials: Sequence[Any], modules: Sequence[nn.Module], cfgs: Sequence[OptimConfig]
+        self,
+        trials: Sequence[Any],
+        modules: Sequence[nn.Module],
+        cfgs: Sequence[OptimConfig],
+        tensors: Iterable[Sequence[torch.Tensor]] | None = None,
     ) -> None:
+        """``modules`` and ``tensors`` as for :class:`StackedParams` (see :func:`reinitialized`)."""
         check_group(trials)
         self.trials = list(trials)
         first = self.trials[0]
         self.max_train_steps, self.eval_every = first.max_train_steps, first.eval_every
         self.device = str(first.device)
-        self.param_groups = [
-            build_optimizer(m, cfg).state_dict()["param_groups"] for m, cfg in zip(modules, cfgs)
-        ]
-        self.params = StackedParams(modules, self.device)
+        self._modules, self._cfgs = list(modules), list(cfgs)
+        self._param_groups: dict[int, list[dict[str, Any]]] = {}
+        self.params = StackedParams(modules, self.device, tensors)
         self.optimizer = StackedOptimizer(
             cfgs[0].optimizer,
             cfgs,
@@ -345,6 +401,14 @@ class FusedTrainer:
 
     def row(self, trial: int) -> int:
         return self.rows[trial]
+
+    def param_groups(self, trial: int) -> list[dict[str, Any]]:
+        """Trial ``trial``'s ``torch.optim`` param_groups (as the unfused path has them),
+        built when a checkpoint first needs them."""
+        if trial not in self._param_groups:
+            optimizer = build_optimizer(self._modules[trial], self._cfgs[trial])
+            self._param_groups[trial] = optimizer.state_dict()["param_groups"]
+        return self._param_groups[trial]
 
     # -- snapshots ---------------------------------------------------------------------
     def host_copy(self, step: int | None) -> dict[str, torch.Tensor] | None:

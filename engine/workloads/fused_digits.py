@@ -13,9 +13,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from engine.workloads.common import OptimConfig, check_positive_int, seed_cpu
+from engine.workloads.common import OptimConfig, check_positive_int
 from engine.workloads.digits import (
     NUM_CLASSES,
     build_cnn,
@@ -24,7 +23,7 @@ from engine.workloads.digits import (
     digits_data,
     mlp_model_hp,
 )
-from engine.workloads.fused_core import FusedTrainer, GroupSampler, TrialDropout
+from engine.workloads.fused_core import FusedTrainer, GroupSampler, TrialDropout, reinitialized
 
 EVAL_EXAMPLES_PER_PASS = 32_768  # trials x validation examples per evaluation forward pass
 
@@ -65,7 +64,8 @@ class DigitsFused(FusedTrainer):
         shared([c.optimizer for c in cfgs], "optimizer")
         self.kind = kind
         self.activation = ACTIVATIONS[model_hps[0]["activation"]]
-        super().__init__(trials, [_init(build, m, t.seed) for m, t in zip(model_hps, trials)], cfgs)
+        modules, tensors = reinitialized(build, model_hps, [t.seed for t in trials], _structure)
+        super().__init__(trials, modules, cfgs, tensors)
         seeds = [t.seed for t in trials]
         self.x_train, self.y_train, self.x_val, self.y_val = digits_data(self.device)
         self.sampler = GroupSampler(len(self.x_train), batch, seeds, self.device)
@@ -144,10 +144,9 @@ class DigitsFused(FusedTrainer):
             self.smoothing = self.smoothing.index_select(0, on_device)
 
 
-def _init(build: Callable[..., nn.Module], model_hp: Mapping[str, Any], seed: int) -> nn.Module:
-    """The trial's initial weights, drawn exactly as the unfused path draws them."""
-    seed_cpu(seed)
-    return build(**model_hp)
+def _structure(model_hp: Mapping[str, Any]) -> str:
+    """What decides a digits module's layers (a dropout layer exists or not, not its p)."""
+    return repr(sorted({**model_hp, "dropout": float(model_hp["dropout"]) > 0}.items()))
 
 
 def shared(values: Sequence[Any], name: str) -> Any:
