@@ -20,7 +20,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -83,6 +85,21 @@ def engine(args: argparse.Namespace, round_: int, profile: cProfile.Profile | No
     spec = parse_study(STUDY.format(name=f"r{round_}", steps=args.steps, every=args.every, k=args.k, width=args.width))
     launch_study(store, spec)
     worker = Worker(store, ws, "bench", args.device, args.device, group_size=args.k)
+    phases: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*a: Any, **kw: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                phases[name] = phases.get(name, 0.0) + time.perf_counter() - t
+        return run
+
+    fused_of = worker._fused_function
+    worker._fused_function = lambda trial: timed("train", fused_of(trial))  # type: ignore[method-assign]
+    worker._save_results = timed("save", worker._save_results)  # type: ignore[method-assign]
+    store.finish_trials = timed("finish", store.finish_trials)  # type: ignore[method-assign]
     _sync(args.device)
     start = time.perf_counter()
     if profile:
@@ -98,8 +115,8 @@ def engine(args: argparse.Namespace, round_: int, profile: cProfile.Profile | No
     if len(done) != args.k:
         raise RuntimeError(f"{args.k - len(done)} trials did not complete")
     finished = max(t.finished_at or 0 for t in done)
-    return {"claim": claimed - start, "run": end - claimed, "total": end - start,
-            "wall_to_last_finish": finished - (time.time() - (time.perf_counter() - start))}
+    del finished
+    return {"claim": claimed - start, **phases, "total": end - start}
 
 
 def main() -> None:
@@ -112,6 +129,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--sort", default="cumulative", help="with --profile: pstats sort key")
+    parser.add_argument("--lines", type=int, default=35, help="with --profile: rows to print")
     args = parser.parse_args()
     configure_threads(args.threads)
     warm_up()
@@ -125,8 +144,8 @@ def main() -> None:
         bares.append(bare(args))
         phases = engine(args, r)
         totals.append(phases["total"])
-        print(f"  round {r}: bare {bares[-1]:.3f} s   engine {phases['total']:.3f} s "
-              f"(claim {phases['claim'] * 1e3:.1f} ms)")
+        parts = ", ".join(f"{name} {phases[name] * 1e3:.0f}" for name in ("claim", "train", "save", "finish"))
+        print(f"  round {r}: bare {bares[-1]:.3f} s   engine {phases['total']:.3f} s ({parts} ms)")
     b, e = statistics.median(bares), statistics.median(totals)
     steps = args.k * args.steps
     print(f"  median bare fused loop: {b:.3f} s  {steps / b:12,.0f} trial-steps/s")
@@ -136,7 +155,7 @@ def main() -> None:
         prof = cProfile.Profile()
         engine(args, 99, prof)
         out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(35)
+        pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.lines)
         print(out.getvalue())
 
 

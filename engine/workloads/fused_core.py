@@ -186,13 +186,16 @@ class GroupSampler:
     boundaries coincide and one slice serves every trial. The next epoch's K permutations are
     drawn on a helper thread while this one trains (K ``randperm`` calls add up on a GPU)."""
 
-    def __init__(self, n: int, batch_size: int, seeds: Sequence[int], device: str) -> None:
+    def __init__(
+        self, n: int, batch_size: int, seeds: Sequence[int], device: str, steps: int | None = None
+    ) -> None:
         if batch_size > n:
             raise ValueError(
                 f"hyperparameter batch_size={batch_size}: at most {n} (the training set size)"
             )
         self.n, self.batch_size, self.seeds, self.device = n, batch_size, list(seeds), device
         self.steps_per_epoch = n // batch_size
+        self.steps = steps  # the run's length: no epoch past it is drawn ahead
         self._epoch = -1
         self._perms = torch.empty(0, dtype=torch.long)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fused-perms")
@@ -207,7 +210,9 @@ class GroupSampler:
             else:
                 self._perms = self._draw(list(self.seeds), epoch)
             self._epoch = epoch
-            self._next = (epoch + 1, self._pool.submit(self._draw, list(self.seeds), epoch + 1))
+            self._next = None
+            if self.steps is None or (epoch + 1) * self.steps_per_epoch < self.steps:
+                self._next = (epoch + 1, self._pool.submit(self._draw, list(self.seeds), epoch + 1))
         start = within * self.batch_size
         return self._perms[:, start : start + self.batch_size]
 
@@ -222,7 +227,7 @@ class GroupSampler:
             self._perms = self._perms.index_select(0, rows.to(self._perms.device))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)  # a draw under way ends alone
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -381,7 +386,9 @@ class FusedTrainer:
         first = self.trials[0]
         self.max_train_steps, self.eval_every = first.max_train_steps, first.eval_every
         self.device = str(first.device)
-        self._modules, self._cfgs = list(modules), list(cfgs)
+        # param_groups hold parameter indices and hyperparameters only: one module of the
+        # group's shape serves every trial (keeping K modules would hold K models' memory)
+        self._template, self._cfgs = modules[0], list(cfgs)
         self._param_groups: dict[int, list[dict[str, Any]]] = {}
         self.params = StackedParams(modules, self.device, tensors)
         self.optimizer = StackedOptimizer(
@@ -406,7 +413,7 @@ class FusedTrainer:
         """Trial ``trial``'s ``torch.optim`` param_groups (as the unfused path has them),
         built when a checkpoint first needs them."""
         if trial not in self._param_groups:
-            optimizer = build_optimizer(self._modules[trial], self._cfgs[trial])
+            optimizer = build_optimizer(self._template, self._cfgs[trial])
             self._param_groups[trial] = optimizer.state_dict()["param_groups"]
         return self._param_groups[trial]
 

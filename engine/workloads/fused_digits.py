@@ -68,7 +68,7 @@ class DigitsFused(FusedTrainer):
         super().__init__(trials, modules, cfgs, tensors)
         seeds = [t.seed for t in trials]
         self.x_train, self.y_train, self.x_val, self.y_val = digits_data(self.device)
-        self.sampler = GroupSampler(len(self.x_train), batch, seeds, self.device)
+        self.sampler = GroupSampler(len(self.x_train), batch, seeds, self.device, self.max_train_steps)
         self.dropout = TrialDropout([m["dropout"] for m in model_hps], seeds, self.device)
         smoothing = [c.label_smoothing for c in cfgs]
         self.smoothing = torch.tensor(smoothing, device=self.device) if any(smoothing) else None

@@ -73,7 +73,7 @@ class LMFused(FusedTrainer):
         self.seeds = [t.seed for t in trials]
         self.train_data, self.val_data = lm_data(self.device)
         n_windows = (len(self.train_data) - 1) // self.seq_len
-        self.sampler = GroupSampler(n_windows, batch, self.seeds, self.device)
+        self.sampler = GroupSampler(n_windows, batch, self.seeds, self.device, self.max_train_steps)
         self.dropout = TrialDropout(probabilities, self.seeds, self.device)
         smoothing = [c.label_smoothing for c in cfgs]
         self.smoothing = torch.tensor(smoothing, device=self.device) if any(smoothing) else None
