@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import statistics
 import sys
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from _common import NullTrial
 
+from engine.runner.saver import savers_for
 from engine.runner.worker import Worker, configure_threads, warm_up
 from engine.spec import parse_study
 from engine.store import open_store
@@ -84,7 +86,10 @@ def engine(args: argparse.Namespace, round_: int, profile: cProfile.Profile | No
     store = open_store(ws)
     spec = parse_study(STUDY.format(name=f"r{round_}", steps=args.steps, every=args.every, k=args.k, width=args.width))
     launch_study(store, spec)
-    worker = Worker(store, ws, "bench", args.device, args.device, group_size=args.k)
+    worker = Worker(store, ws, "bench", args.device, args.device, group_size=args.k, savers=args.savers)
+    worker.savers.prewarm()
+    if args.savers:
+        time.sleep(args.savers_warmup)  # the savers import torch once per worker, not per group
     phases: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,17 +133,22 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--savers", type=int, default=None,
+                        help="checkpoint saver processes (default: what the engine would give)")
+    parser.add_argument("--savers-warmup", type=float, default=4.0)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sort", default="cumulative", help="with --profile: pstats sort key")
     parser.add_argument("--lines", type=int, default=35, help="with --profile: rows to print")
     args = parser.parse_args()
     configure_threads(args.threads)
+    if args.savers is None:
+        args.savers = savers_for(args.device, os.cpu_count() or 1)
     warm_up()
     small = argparse.Namespace(**{**vars(args), "k": 2, "steps": 3, "every": 1})
     bare(small)  # kernels, data on the device
     engine(small, -1)
     print(f"digits-mlp 64-{args.width}-{args.width}-10, K={args.k} trials x {args.steps} steps, "
-          f"eval every {args.every}, device {args.device}:")
+          f"eval every {args.every}, device {args.device}, {args.savers} saver processes:")
     bares, totals = [], []
     for r in range(args.rounds):
         bares.append(bare(args))

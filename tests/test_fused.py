@@ -369,8 +369,9 @@ def test_user_workloads_opt_in_with_fused_with(
 # --- through the real trial API ---------------------------------------------------------
 
 
+@pytest.mark.parametrize("savers", [0, 2])
 def test_best_checkpoints_through_the_trial_api_hold_the_weights_of_each_best_step(
-    tmp_path: Path,
+    tmp_path: Path, savers: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The group copies improved rows into one stacked buffer and builds a trial's dict only
     when it is written; what lands in ``best.pt`` must be the weights at that trial's best
@@ -398,7 +399,12 @@ def test_best_checkpoints_through_the_trial_api_hold_the_weights_of_each_best_st
             if step == cancel_at[contexts.index(self)]:
                 self.request_stop(StopReason.CANCEL)
 
-    writer, shared = CheckpointWriter(store), MetricBuffer()
+    from engine.runner import checkpoint_writer
+    from engine.runner.saver import SaverPool
+
+    monkeypatch.setattr(checkpoint_writer, "POOL_MIN_JOBS", 2)  # a group of 4 goes to the savers
+    pool = SaverPool(savers, tmp_path / "cp")
+    writer, shared = CheckpointWriter(store, pool), MetricBuffer()
     contexts = [
         Cancelling(store, t, "val_error", "min", 10, tmp_path / "cp" / str(t.id), "cpu", writer, shared)
         for t in claimed
@@ -408,6 +414,8 @@ def test_best_checkpoints_through_the_trial_api_hold_the_weights_of_each_best_st
         ctx.flush()
         ctx.persist_best()
     writer.drain()
+    pool.close()
+    assert not pool.broken and pool.files_written == (4 if savers else 0)
     reference = [FakeTrial(seed=c.seed, stop_after_checkpoint=s) for c, s in zip(contexts, cancel_at)]
     train_mlp_fused(hps, reference)
     for ctx, ref in zip(contexts, reference):

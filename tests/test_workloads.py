@@ -279,3 +279,21 @@ def test_epoch_sampler_is_a_pure_function_of_seed_and_step() -> None:
     assert torch.equal(fresh.indices(10), later) and torch.equal(fresh.indices(0), epoch0[:30])
     assert not torch.equal(EpochSampler(100, 30, seed=8).indices(0), epoch0[:30])
     assert not torch.equal(a.indices(3), epoch0[:30])  # a new epoch, a new order
+
+
+def test_epoch_orders_are_permutations_independent_of_the_group() -> None:
+    import torch
+
+    from engine.workloads.common import epoch_orders
+
+    seeds = [3, 99, 12345, 2**40 + 7]
+    group = epoch_orders(seeds, 5, 1437)
+    assert group.shape == (4, 1437)
+    for k, seed in enumerate(seeds):
+        assert sorted(group[k].tolist()) == list(range(1437))
+        assert torch.equal(epoch_orders([seed], 5, 1437)[0], group[k])  # alone = in a group
+    assert not torch.equal(group[0], group[1])
+    assert not torch.equal(epoch_orders(seeds, 6, 1437), group)
+    # roughly uniform: where example 0 lands over many seeds spreads over the whole range
+    where = (epoch_orders(list(range(2000)), 0, 10) == 0).float().argmax(1)
+    assert torch.bincount(where, minlength=10).min() > 120

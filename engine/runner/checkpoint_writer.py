@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.runner.saver import POOL_MIN_JOBS, SaverPool
 from engine.store.base import Checkpoint, Storage
+from engine.workloads.rowstate import materialize, row_parts
 
 log = logging.getLogger("tuneplay.checkpoints")
 
@@ -44,8 +46,9 @@ class CheckpointWriter:
     than spending its time (and the GIL) serialising checkpoints.
     """
 
-    def __init__(self, store: Storage) -> None:
+    def __init__(self, store: Storage, pool: SaverPool | None = None) -> None:
         self.store = store
+        self.pool = pool
         self._cooldown_until = 0.0
         self._queue: queue.Queue[_Job] = queue.Queue()
         self._pending = 0
@@ -96,7 +99,7 @@ class CheckpointWriter:
             jobs[0].path.parent.mkdir(parents=True, exist_ok=True)
             atomic_save(jobs[0].state, jobs[0].path)
         else:
-            _save_batch(jobs)
+            _save_batch(jobs, self.pool)
         now = time.time()
         self.store.record_checkpoints([
             Checkpoint(j.trial_id, j.kind, j.step, str(j.path), j.value, now) for j in latest.values()
@@ -109,23 +112,36 @@ def atomic_save(state: dict[str, Any], path: Path) -> None:
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     with open(tmp, "wb") as fh:
-        torch.save(state, fh)
+        torch.save(materialize(state), fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
-def _save_batch(jobs: list[_Job]) -> None:
-    """Write many checkpoints with one filesystem sync instead of one fsync each."""
+def _save_batch(jobs: list[_Job], pool: SaverPool | None = None) -> None:
+    """Write many checkpoints with one filesystem sync instead of one fsync each; a fused
+    group's row checkpoints go to the saver processes when there are enough of them."""
     import torch
 
-    tmps = []
-    for job in jobs:
+    tmps = [job.path.with_name(f".{job.path.name}.{os.getpid()}.{threading.get_ident()}.tmp") for job in jobs]
+    by_pool = [i for i, job in enumerate(jobs) if row_parts(job.state)]
+    if pool is None or not pool.usable or len(by_pool) < POOL_MIN_JOBS:
+        by_pool = []
+    if by_pool:
+        try:
+            assert pool is not None
+            pool.write([(tmps[i], jobs[i].state) for i in by_pool])
+        except Exception:
+            log.exception("the checkpoint savers failed; saving in-process from now on")
+            pool.broken = True  # type: ignore[union-attr]
+            by_pool = []
+    pooled = set(by_pool)
+    for i, (job, tmp) in enumerate(zip(jobs, tmps)):
+        if i in pooled:
+            continue
         job.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = job.path.with_name(f".{job.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with open(tmp, "wb") as fh:
-            torch.save(job.state, fh)
-        tmps.append(tmp)
+            torch.save(materialize(job.state), fh)
     if not _syncfs(jobs[0].path.parent):
         for tmp in tmps:
             with open(tmp, "rb") as fh:

@@ -28,6 +28,7 @@ from typing import Any
 from engine.runner.checkpoint_writer import CheckpointWriter
 from engine.runner.context import PERSIST_SECONDS, MetricBuffer, StopReason, TrialContext
 from engine.runner.grouping import group_size
+from engine.runner.saver import SaverPool, savers_for
 from engine.spec import spec_from_dict
 from engine.store import open_store
 from engine.store.base import Storage, Study, Trial, TrialProgress, TrialState
@@ -43,7 +44,7 @@ class Worker:
 
     def __init__(
         self, store: Storage, workspace: Path, name: str, device: str, label: str = "",
-        group_size: int = 1,
+        group_size: int = 1, savers: int = 0,
     ) -> None:
         self.store = store
         self.workspace = workspace
@@ -56,7 +57,8 @@ class Worker:
         self._studies: dict[int, Study] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
         self._parent = os.getppid()
-        self.writer = CheckpointWriter(store)
+        self.savers = SaverPool(savers, workspace / "checkpoints")
+        self.writer = CheckpointWriter(store, self.savers)
 
     # -- main loop -------------------------------------------------------------------
     def serve(self, once: bool = False) -> None:
@@ -339,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--label", default="", help="device name shown to users (gpu0, cpu)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--group-size", type=int, default=4096, help="most trials to train fused at once")
+    parser.add_argument("--savers", type=int, default=None,
+                        help="checkpoint saver processes (default: from the device and threads)")
     parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args(argv)
     _die_with_parent()
@@ -349,7 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker = Worker(
         open_store(args.workspace), Path(args.workspace), args.name, args.device, args.label,
         args.group_size,
+        savers_for(args.device, args.threads) if args.savers is None else args.savers,
     )
+    worker.savers.prewarm()  # spawned and torch imported while the first trials start
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the viewer, not training
     print(json.dumps({"ready": args.name, "pid": os.getpid()}), flush=True)

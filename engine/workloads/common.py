@@ -18,7 +18,7 @@ exactly as the uninterrupted run would have. Three things make that true:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,6 +203,39 @@ def reseed(seed: int, step: int) -> None:
     torch.manual_seed(mix_seed(seed, 1_000_003 + step))
 
 
+MASK32 = 0xFFFFFFFF
+
+
+def hash32(x: torch.Tensor) -> torch.Tensor:
+    """The "lowbias32" integer hash, elementwise on int64 tensors holding 32-bit values."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & MASK32
+    return x ^ (x >> 16)
+
+
+def epoch_orders(
+    seeds: Sequence[int], epoch: int, n: int, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """The example order of ``epoch`` for each seed: a ``(len(seeds), n)`` tensor of
+    permutations of ``range(n)``, made on ``device``.
+
+    Row k sorts the examples by a 62-bit hash of ``(seeds[k], epoch, index)`` (a stable sort,
+    so the rare equal key breaks by index): a pure function of its seed, epoch and ``n``, so
+    one trial gets the same order alone or in a fused group of any size, on a CPU or a GPU,
+    and a group draws all of its orders in a few kernels instead of K generator calls.
+    """
+    mixed = [mix_seed(s, epoch) for s in seeds]
+    lo = torch.tensor([m & MASK32 for m in mixed], dtype=torch.int64, device=device)
+    hi = torch.tensor([(m >> 32) & MASK32 for m in mixed], dtype=torch.int64, device=device)
+    index = torch.arange(n, dtype=torch.int64, device=device)
+    a = hash32(hash32(index[None, :] ^ lo[:, None]) ^ hi[:, None])
+    b = hash32(a ^ (hi[:, None] * 0x9E3779B1 & MASK32))
+    keys = (a << 30) | (b >> 2)
+    return torch.argsort(keys, dim=1, stable=True)
+
+
 class EpochSampler:
     """Deterministic batches: each epoch is a permutation seeded from ``(seed, epoch)``.
 
@@ -225,8 +258,7 @@ class EpochSampler:
         """The example indices (on ``device``) of the batch for ``step``."""
         epoch, within = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            gen = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-            self._perm = torch.randperm(self.n, generator=gen).to(self.device)
+            self._perm = epoch_orders([self.seed], epoch, self.n, self.device)[0]
             self._epoch = epoch
         start = within * self.batch_size
         return self._perm[start : start + self.batch_size]

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -24,16 +23,19 @@ from torch import nn
 
 from engine.workloads.common import (
     CUDA_FINITE_CHECK_EVERY,
+    MASK32,
     OptimConfig,
     build_optimizer,
+    epoch_orders,
+    hash32,
     is_eval_step,
     mix_seed,
     seed_cpu,
 )
 from engine.workloads.fused_optim import Segment, StackedOptimizer
+from engine.workloads.rowstate import Layout, RowState
 
 COMPACT_BELOW = 0.5  # compact the stack when fewer than this fraction of its rows still train
-_MASK32 = 0xFFFFFFFF
 
 
 class StackedParams:
@@ -85,6 +87,7 @@ class StackedParams:
             if id(m) not in keys_of:
                 keys_of[id(m)] = _state_keys(m)
         self.keys = [keys_of[id(m)] for m in modules]  # per trial: key -> module param index
+        self._layouts: dict[int, Layout] = {}
         self._make_leaves()
 
     def _make_leaves(self) -> None:
@@ -105,6 +108,20 @@ class StackedParams:
         """Keep only the rows ``rows`` (trial keys stay indexed by original trial)."""
         self.flat = self.flat.index_select(0, rows)
         self._make_leaves()
+
+    def layout(self, trial: int) -> Layout:
+        """Where each of trial ``trial``'s state_dict entries lies in a row:
+        ``(key, offset, numel, shape)``; one tuple per distinct key set."""
+        keys = self.keys[trial]
+        cached = self._layouts.get(id(keys))
+        if cached is None:
+            cached = tuple(
+                (key, seg.offset, seg.numel, seg.shape)
+                for key, j in keys.items()
+                for seg in [self.segments[self.segment_of[j]]]
+            )
+            self._layouts[id(keys)] = cached
+        return cached
 
     def trial_state_dict(
         self, trial: int, row: int, source: torch.Tensor | None = None
@@ -183,8 +200,8 @@ def _state_keys(module: nn.Module) -> dict[str, int]:
 class GroupSampler:
     """Each trial's :class:`~engine.workloads.common.EpochSampler` order, gathered: the
     ``(K, batch_size)`` indices of a step. All trials share ``n`` and ``batch_size``, so epoch
-    boundaries coincide and one slice serves every trial. The next epoch's K permutations are
-    drawn on a helper thread while this one trains (K ``randperm`` calls add up on a GPU)."""
+    boundaries coincide and one slice serves every trial; an epoch's K orders are drawn on
+    the device at once (:func:`~engine.workloads.common.epoch_orders`)."""
 
     def __init__(
         self, n: int, batch_size: int, seeds: Sequence[int], device: str, steps: int | None = None
@@ -195,45 +212,24 @@ class GroupSampler:
             )
         self.n, self.batch_size, self.seeds, self.device = n, batch_size, list(seeds), device
         self.steps_per_epoch = n // batch_size
-        self.steps = steps  # the run's length: no epoch past it is drawn ahead
         self._epoch = -1
         self._perms = torch.empty(0, dtype=torch.long)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fused-perms")
-        self._next: tuple[int, Future[torch.Tensor]] | None = None
 
     def indices(self, step: int) -> torch.Tensor:
         epoch, within = divmod(step, self.steps_per_epoch)
         if epoch != self._epoch:
-            ahead = self._next
-            if ahead is not None and ahead[0] == epoch:
-                self._perms = ahead[1].result()
-            else:
-                self._perms = self._draw(list(self.seeds), epoch)
+            self._perms = epoch_orders(self.seeds, epoch, self.n, self.device)
             self._epoch = epoch
-            self._next = None
-            if self.steps is None or (epoch + 1) * self.steps_per_epoch < self.steps:
-                self._next = (epoch + 1, self._pool.submit(self._draw, list(self.seeds), epoch + 1))
         start = within * self.batch_size
         return self._perms[:, start : start + self.batch_size]
 
-    def _draw(self, seeds: list[int], epoch: int) -> torch.Tensor:
-        perms = torch.stack([epoch_permutation(self.n, seed, epoch) for seed in seeds])
-        return perms.to(self.device, non_blocking=False)
-
     def select(self, rows: torch.Tensor) -> None:
         self.seeds = [self.seeds[i] for i in rows.tolist()]
-        self._next = None  # drawn for the old rows; redrawn when needed
         if self._perms.numel():
             self._perms = self._perms.index_select(0, rows.to(self._perms.device))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)  # a draw under way ends alone
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The example order of ``epoch`` for ``seed`` (what EpochSampler draws), on the CPU."""
-    gen = torch.Generator().manual_seed(mix_seed(seed, epoch))
-    return torch.randperm(n, generator=gen)
+        """Nothing to release (kept for subclasses' and callers' symmetry)."""
 
 
 class TrialDropout:
@@ -251,17 +247,17 @@ class TrialDropout:
         p = torch.tensor(list(probabilities), dtype=torch.float64)
         self.threshold = (p * 2.0**32).to(torch.int64).to(device)
         self.scale = (1.0 / (1.0 - p)).to(torch.float32).to(device)
-        self.keys = torch.tensor([mix_seed(s, 77) & _MASK32 for s in seeds], device=device)
+        self.keys = torch.tensor([mix_seed(s, 77) & MASK32 for s in seeds], device=device)
 
     def __call__(self, h: torch.Tensor, step: int, layer: int) -> torch.Tensor:
         """``h`` is ``(K, ...)``; returns it with trial k's units dropped with its p."""
         if not self.active:
             return h
         k = h.shape[0]
-        salt = (step * 0x9E3779B1 + layer * 0x85EBCA77 + 1) & _MASK32
-        key = _hash32(self.keys ^ salt)
+        salt = (step * 0x9E3779B1 + layer * 0x85EBCA77 + 1) & MASK32
+        key = hash32(self.keys ^ salt)
         pos = torch.arange(h[0].numel(), device=h.device, dtype=torch.int64)
-        bits = _hash32((pos * 0x27D4EB2F & _MASK32)[None, :] ^ key[:, None])
+        bits = hash32((pos * 0x27D4EB2F & MASK32)[None, :] ^ key[:, None])
         shape = (k,) + (1,) * (h.ndim - 1)
         keep = (bits >= self.threshold[:, None]).view(h.shape)
         return h * keep * self.scale.view(shape)
@@ -270,15 +266,6 @@ class TrialDropout:
         self.threshold = self.threshold.index_select(0, rows)
         self.scale = self.scale.index_select(0, rows)
         self.keys = self.keys.index_select(0, rows)
-
-
-def _hash32(x: torch.Tensor) -> torch.Tensor:
-    """The "lowbias32" integer hash on int64 tensors holding 32-bit values."""
-    x = x ^ (x >> 16)
-    x = (x * 0x7FEB352D) & _MASK32
-    x = x ^ (x >> 15)
-    x = (x * 0x846CA68B) & _MASK32
-    return x ^ (x >> 16)
 
 
 class TrialModel:
@@ -315,9 +302,11 @@ class BestRow:
 
     def __init__(self, group: FusedTrainer, trial: int) -> None:
         self.group, self.trial = group, trial
-        self.frozen: dict[str, torch.Tensor] | None = None
+        self.frozen: dict[str, torch.Tensor] | RowState | None = None
 
-    def resolve(self) -> dict[str, torch.Tensor]:
+    def resolve(self) -> dict[str, torch.Tensor] | RowState:
+        """The state dict, or (once the group has frozen it) a :class:`RowState` that the
+        checkpoint writer turns into one."""
         if self.frozen is None:
             self.frozen = self.group.best_state_dict(self.trial)
         return self.frozen
@@ -463,8 +452,8 @@ class FusedTrainer:
         if not todo:
             return
         host = self.best_flat.detach().to("cpu") if self.device.startswith("cuda") else self.best_flat
-        for best in todo:
-            best.frozen = self.params.trial_state_dict(best.trial, self.rows[best.trial], host)
+        for best in todo:  # rows of the host copy: the writer (or its savers) cut them
+            best.frozen = RowState(host, self.rows[best.trial], self.params.layout(best.trial))
 
     # -- model hooks -------------------------------------------------------------------
     def loss(self, step: int) -> torch.Tensor:

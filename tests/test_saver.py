@@ -1,0 +1,70 @@
+"""Saver processes: a fused group's row checkpoints written in parallel, same bytes as in-thread."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.runner.checkpoint_writer import CheckpointWriter
+from engine.runner.saver import SaverPool, savers_for
+from engine.store import open_store
+from engine.workloads.rowstate import RowState, materialize
+
+LAYOUT = (("0.weight", 0, 12, (3, 4)), ("0.bias", 12, 3, (3,)), ("2.weight", 15, 6, (2, 3)))
+
+
+def _jobs(tmp_path: Path, n: int) -> list[tuple[Path, dict]]:
+    a, b = torch.randn(n, 21), torch.randn(4, 21)
+    return [
+        (tmp_path / "cp" / str(i) / ".best.pt.tmp",
+         {"step": i, "model": RowState(a if i % 5 else b, i if i % 5 else i % 4, LAYOUT),
+          "optimizer": None, "extra": {}})
+        for i in range(n)
+    ]
+
+
+def test_a_pool_writes_each_row_as_its_unfused_state_dict(tmp_path: Path) -> None:
+    pool = SaverPool(2, tmp_path / "cp")
+    try:
+        jobs = _jobs(tmp_path, 40)
+        pool.write(jobs)
+    finally:
+        pool.close()
+    for path, state in jobs:
+        saved = torch.load(path, weights_only=True)
+        want = materialize(state)
+        assert list(saved) == ["step", "model", "optimizer", "extra"] and saved["step"] == want["step"]
+        assert list(saved["model"]) == ["0.weight", "0.bias", "2.weight"]
+        for key, value in want["model"].items():
+            assert torch.equal(saved["model"][key], value)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600  # owner-only, as the workspace
+        # one storage per file, the size of a row: not the whole stacked tensor
+        assert path.stat().st_size < 4096
+    assert not list((tmp_path / "cp").glob(".rows-*"))  # spill files are removed
+
+
+def test_a_failing_pool_falls_back_to_saving_in_thread(tmp_path: Path) -> None:
+    class Broken(SaverPool):
+        def write(self, jobs):  # type: ignore[no-untyped-def]
+            raise OSError("no space left on device")
+
+    store = open_store(tmp_path / ".tuneplay")
+    pool = Broken(2, tmp_path / "cp")
+    writer = CheckpointWriter(store, pool)
+    for i, (path, state) in enumerate(_jobs(tmp_path, 40)):
+        writer.submit(i + 1, "best", i, path.parent / "best.pt", 0.5, state)
+    writer.drain()
+    assert pool.broken and not pool.usable
+    for i, (path, state) in enumerate(_jobs(tmp_path, 40)):
+        saved = torch.load(path.parent / "best.pt", weights_only=True)
+        assert saved["step"] == i and set(saved["model"]) == {"0.weight", "0.bias", "2.weight"}
+
+
+@pytest.mark.parametrize(("device", "threads", "expected"), [
+    ("cuda", 16, 4), ("cuda", 4, 2), ("cuda", 2, 0), ("cpu", 16, 0),
+])
+def test_savers_only_use_spare_cores_of_a_gpu_worker(device: str, threads: int, expected: int) -> None:
+    assert savers_for(device, threads) == expected
