@@ -59,7 +59,7 @@ def measure(trials: int, fuse: str | int, steps: int, every: int, cpu_slots: int
     start_engine(ws, slots_per_gpu=slots_per_gpu, cpu_slots=cpu_slots)
     try:
         _wait(store)
-        time.sleep(1.0)  # every worker idle and warm
+        time.sleep(3.0)  # every worker idle and warm (its checkpoint savers started too)
         spec = parse_study(STUDY.format(name="measured", steps=steps, every=every, budget=trials, fuse=_fuse(fuse)))
         t0 = time.time()
         launch = launch_study(store, spec)
