@@ -64,7 +64,43 @@ def test_a_failing_pool_falls_back_to_saving_in_thread(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("device", "threads", "expected"), [
-    ("cuda", 16, 4), ("cuda", 4, 2), ("cuda", 2, 0), ("cpu", 16, 0),
+    ("cuda", 16, 8), ("cuda", 4, 2), ("cuda", 2, 0), ("cpu", 16, 0),
 ])
 def test_savers_only_use_spare_cores_of_a_gpu_worker(device: str, threads: int, expected: int) -> None:
     assert savers_for(device, threads) == expected
+
+
+def test_a_worker_with_savers_finishes_a_large_group_with_every_best_checkpoint(tmp_path: Path) -> None:
+    """The real worker process (``python -m engine.runner.worker``) spawning its savers."""
+    import os
+    import subprocess
+    import sys
+
+    from engine.spec import parse_study
+    from engine.store.base import TrialState
+    from engine.workspace import launch_study
+
+    ws = tmp_path / ".tuneplay"
+    store = open_store(ws)
+    launch_study(store, parse_study(
+        '[study]\nname = "big"\nworkload = "builtin:digits-mlp"\nmax_train_steps = 20\n'
+        'eval_every = 10\nbudget = 40\nfuse = 40\n[fixed]\nwidth = 16\n'
+        '[nuisance]\nlearning_rate = { low = 1e-3, high = 1e-2, scale = "log" }\n'
+    ))
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-m", "engine.runner.worker", "--workspace", str(ws), "--name", "w",
+         "--device", "cpu", "--savers", "2", "--once"],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "savers failed" not in out.stderr and "fused group of 40 trials" in out.stderr
+    assert "savers wrote 40 checkpoints" in out.stderr  # one batch, all through the savers
+    trials = store.list_trials()
+    assert len(trials) == 40 and all(t.state is TrialState.COMPLETED for t in trials)
+    for t in trials:
+        best = {c.kind: c for c in store.get_checkpoints(t.id)}["best"]
+        saved = torch.load(best.path, weights_only=True)
+        assert saved["step"] == best.step == t.best_step
+        assert saved["model"]["0.weight"].shape == (16, 64)
+    assert not list((ws / "checkpoints").glob(".rows-*"))

@@ -14,6 +14,8 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,15 +52,35 @@ class CheckpointWriter:
         self.store = store
         self.pool = pool
         self._cooldown_until = 0.0
-        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._queue: queue.Queue[list[_Job]] = queue.Queue()
+        self._held: list[_Job] | None = None
         self._pending = 0
         self._cond = threading.Condition()
         threading.Thread(target=self._loop, daemon=True, name="checkpoint-writer").start()
 
     def submit(self, trial_id: int, kind: str, step: int, path: Path, value: float | None, state: dict[str, Any]) -> None:
+        job = _Job(trial_id, kind, step, path, value, state)
+        if self._held is not None:
+            self._held.append(job)
+            return
+        self._put([job])
+
+    @contextmanager
+    def together(self) -> Iterator[None]:
+        """Hand everything submitted inside the block to the writer as one batch (a fused
+        group's final checkpoints: one sync, and the savers take them all at once)."""
+        self._held = []
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            if held:
+                self._put(held)
+
+    def _put(self, jobs: list[_Job]) -> None:
         with self._cond:
-            self._pending += 1
-        self._queue.put(_Job(trial_id, kind, step, path, value, state))
+            self._pending += len(jobs)
+        self._queue.put(jobs)
 
     def busy(self) -> bool:
         with self._cond:
@@ -73,10 +95,10 @@ class CheckpointWriter:
 
     def _loop(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            batch = list(self._queue.get())
             while True:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.extend(self._queue.get_nowait())
                 except queue.Empty:
                     break
             started = time.monotonic()

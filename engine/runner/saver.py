@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -25,7 +26,7 @@ from engine.workloads.rowstate import Layout, RowState, cut_row
 log = logging.getLogger("tuneplay.saver")
 
 POOL_MIN_JOBS = 32  # fewer files than this are quicker to save in-thread than to hand over
-MAX_PROCESSES = 4
+MAX_PROCESSES = 8
 
 
 def savers_for(device: str, threads: int) -> int:
@@ -72,35 +73,31 @@ class SaverPool:
         return self._pool
 
     def write(self, jobs: Sequence[tuple[Path, Mapping[str, Any]]]) -> None:
-        """Write each ``(temp path, state)``; the states' :class:`RowState` values must share
-        their ``source`` tensors. Raises on any failure (the caller then saves in-thread)."""
-        sources: dict[int, Any] = {}
-        layouts: dict[int, Layout] = {}
-        wire: list[tuple[str, list[str], dict[str, Any], dict[str, tuple[int, int, int]]]] = []
-        for path, state in jobs:
-            rows: dict[str, tuple[int, int, int]] = {}
-            plain: dict[str, Any] = {}
-            for key, value in state.items():
-                if isinstance(value, RowState):
-                    sources.setdefault(id(value.source), value.source)
-                    layouts.setdefault(id(value.layout), value.layout)
-                    rows[key] = (id(value.source), value.row, id(value.layout))
-                else:
-                    plain[key] = value
-            wire.append((str(path), list(state), plain, rows))
-        spills = {key: self._spill(tensor) for key, tensor in sources.items()}
+        """Write each ``(temp path, state)``; a state's :class:`RowState` values are rows of
+        host tensors. The jobs are cut into one chunk per process; each chunk's rows are
+        spilled to a file of their own and handed over at once, so spilling the next chunk
+        overlaps the savers' work on the last. Raises on any failure (the caller then
+        saves in-thread)."""
+        started = time.monotonic()
+        chunk = -(-len(jobs) // max(1, self.processes))
+        futures: list[Future[int]] = []
+        spills: list[str] = []
         try:
-            chunk = -(-len(wire) // self.processes)
-            futures: list[Future[int]] = [
-                self._executor().submit(_write_chunk, spills, layouts, wire[i : i + chunk])
-                for i in range(0, len(wire), chunk)
-            ]
+            for first in range(0, len(jobs), chunk):
+                part = jobs[first : first + chunk]
+                wire, sources, layouts = _wire(part)
+                files = {key: self._spill(tensor) for key, tensor in sources.items()}
+                spills += [path for path, _, _ in files.values()]
+                futures.append(self._executor().submit(_write_chunk, files, layouts, wire))
             written = sum(f.result(timeout=600) for f in futures)
-            if written != len(wire):
-                raise RuntimeError(f"the savers wrote {written} of {len(wire)} checkpoints")
+            if written != len(jobs):
+                raise RuntimeError(f"the savers wrote {written} of {len(jobs)} checkpoints")
             self.files_written += written
+            log.info("savers wrote %d checkpoints in %.3f s", written, time.monotonic() - started)
         finally:
-            for spill, _, _ in spills.values():
+            for future in futures:
+                future.cancel()
+            for spill in spills:
                 Path(spill).unlink(missing_ok=True)
 
     def _spill(self, tensor: Any) -> tuple[str, str, tuple[int, ...]]:
@@ -116,6 +113,50 @@ class SaverPool:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+Wire = list[tuple[str, list[str], dict[str, Any], dict[str, tuple[int, int, int]]]]
+
+
+def _wire(
+    jobs: Sequence[tuple[Path, Mapping[str, Any]]],
+) -> tuple[Wire, dict[int, Any], dict[int, Layout]]:
+    """The jobs as small picklable tuples, and the rows they read gathered per source:
+    ``(wire, {source key: tensor of just those rows}, {layout key: layout})``."""
+    import torch
+
+    wanted: dict[int, list[int]] = {}
+    tensors: dict[int, Any] = {}
+    for _, state in jobs:
+        for value in state.values():
+            if isinstance(value, RowState):
+                tensors[id(value.source)] = value.source
+                wanted.setdefault(id(value.source), []).append(value.row)
+    position: dict[int, dict[int, int]] = {}
+    sources: dict[int, Any] = {}
+    for key, rows in wanted.items():
+        unique = sorted(set(rows))
+        position[key] = {row: i for i, row in enumerate(unique)}
+        lo, hi = unique[0], unique[-1] + 1
+        source = tensors[key]
+        if hi - lo == len(unique):  # a contiguous block (a group's trials, in order): a view
+            sources[key] = source[lo:hi]
+        else:
+            sources[key] = source.index_select(0, torch.tensor(unique))
+    layouts: dict[int, Layout] = {}
+    wire: Wire = []
+    for path, state in jobs:
+        rows_of: dict[str, tuple[int, int, int]] = {}
+        plain: dict[str, Any] = {}
+        for name, value in state.items():
+            if isinstance(value, RowState):
+                layouts.setdefault(id(value.layout), value.layout)
+                key = id(value.source)
+                rows_of[name] = (key, position[key][value.row], id(value.layout))
+            else:
+                plain[name] = value
+        wire.append((str(path), list(state), plain, rows_of))
+    return wire, sources, layouts
 
 
 # -- in the helper processes ---------------------------------------------------------------
@@ -143,7 +184,7 @@ def _ready() -> int:
 def _write_chunk(
     spills: Mapping[int, tuple[str, str, tuple[int, ...]]],
     layouts: Mapping[int, Layout],
-    jobs: Sequence[tuple[str, list[str], dict[str, Any], dict[str, tuple[int, int, int]]]],
+    jobs: Wire,
 ) -> int:
     import numpy as np
     import torch

@@ -187,13 +187,14 @@ class Worker:
     def _save_results(self, contexts: Sequence[TrialContext]) -> list[tuple[bool, str]]:
         """Flush the group's metrics and write every pending best checkpoint, then wait once."""
         results = []
-        for ctx in contexts:
-            try:
-                ctx.flush()
-                ctx.persist_best()
-                results.append((True, ""))
-            except Exception as exc:
-                results.append((False, f"could not save results: {_error_text(exc)}"))
+        with self.writer.together():
+            for ctx in contexts:
+                try:
+                    ctx.flush()
+                    ctx.persist_best()
+                    results.append((True, ""))
+                except Exception as exc:
+                    results.append((False, f"could not save results: {_error_text(exc)}"))
         self.writer.drain()
         return results
 
