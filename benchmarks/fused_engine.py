@@ -59,7 +59,8 @@ def measure(trials: int, fuse: str | int, steps: int, every: int, cpu_slots: int
     start_engine(ws, slots_per_gpu=slots_per_gpu, cpu_slots=cpu_slots)
     try:
         _wait(store)
-        time.sleep(3.0)  # every worker idle and warm (its checkpoint savers started too)
+        _savers_ready(ws)
+        time.sleep(1.0)  # every worker idle and warm
         spec = parse_study(STUDY.format(name="measured", steps=steps, every=every, budget=trials, fuse=_fuse(fuse)))
         t0 = time.time()
         launch = launch_study(store, spec)
@@ -71,6 +72,18 @@ def measure(trials: int, fuse: str | int, steps: int, every: int, cpu_slots: int
         return max(t.finished_at or t0 for t in done) - t0
     finally:
         stop_engine(ws)
+
+
+def _savers_ready(ws: Path, timeout: float = 60) -> None:
+    """Wait until every worker that starts checkpoint savers (a GPU worker with spare
+    cores) has them up: a warm engine. A fresh one saves in-process until they are."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        texts = [p.read_text(errors="replace") for p in (ws / "logs").glob("worker-*.log")]
+        waiting = [t for t in texts if "checkpoint saver processes: 0" not in t and "savers ready" not in t]
+        if texts and not waiting:
+            return
+        time.sleep(0.1)
 
 
 def _wait(store, timeout: float = 1800) -> None:  # type: ignore[no-untyped-def]

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 from _common import NullTrial
 
-from engine.runner.saver import savers_for
+from engine.runner.saver import SaverPool, savers_for
 from engine.runner.worker import Worker, configure_threads, warm_up
 from engine.spec import parse_study
 from engine.store import open_store
@@ -86,10 +86,8 @@ def engine(args: argparse.Namespace, round_: int, profile: cProfile.Profile | No
     store = open_store(ws)
     spec = parse_study(STUDY.format(name=f"r{round_}", steps=args.steps, every=args.every, k=args.k, width=args.width))
     launch_study(store, spec)
-    worker = Worker(store, ws, "bench", args.device, args.device, group_size=args.k, savers=args.savers)
-    worker.savers.prewarm()
-    if args.savers:
-        time.sleep(args.savers_warmup)  # the savers import torch once per worker, not per group
+    worker = Worker(store, ws, "bench", args.device, args.device, group_size=args.k)
+    worker.savers = worker.writer.pool = args.pool  # one warm pool for every round, as in a worker
     phases: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -135,7 +133,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--savers", type=int, default=None,
                         help="checkpoint saver processes (default: what the engine would give)")
-    parser.add_argument("--savers-warmup", type=float, default=4.0)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sort", default="cumulative", help="with --profile: pstats sort key")
     parser.add_argument("--lines", type=int, default=35, help="with --profile: rows to print")
@@ -144,6 +141,11 @@ def main() -> None:
     if args.savers is None:
         args.savers = savers_for(args.device, os.cpu_count() or 1)
     warm_up()
+    args.pool = SaverPool(args.savers, Path(tempfile.mkdtemp()))
+    args.pool.prewarm()
+    deadline = time.time() + 120
+    while args.savers and not args.pool.ready and time.time() < deadline:
+        time.sleep(0.1)  # the savers start once per worker, not per group
     small = argparse.Namespace(**{**vars(args), "k": 2, "steps": 3, "every": 1})
     bare(small)  # kernels, data on the device
     engine(small, -1)
@@ -161,12 +163,14 @@ def main() -> None:
     print(f"  median bare fused loop: {b:.3f} s  {steps / b:12,.0f} trial-steps/s")
     print(f"  median through a worker: {e:.3f} s  {steps / e:12,.0f} trial-steps/s")
     print(f"  engine / bare throughput: {b / e:.2f} (target >= 0.8)")
+    print(f"  checkpoints written by the savers: {args.pool.files_written}")
     if args.profile:
         prof = cProfile.Profile()
         engine(args, 99, prof)
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.lines)
         print(out.getvalue())
+    args.pool.close(wait=True)
 
 
 if __name__ == "__main__":

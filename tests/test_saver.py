@@ -71,31 +71,42 @@ def test_savers_only_use_spare_cores_of_a_gpu_worker(device: str, threads: int, 
 
 
 def test_a_worker_with_savers_finishes_a_large_group_with_every_best_checkpoint(tmp_path: Path) -> None:
-    """The real worker process (``python -m engine.runner.worker``) spawning its savers."""
+    """The real worker process (``python -m engine.runner.worker``) spawning its savers; the
+    study is enqueued once they are up (before that, a group saves in-process)."""
     import os
+    import signal
     import subprocess
     import sys
 
     from engine.spec import parse_study
     from engine.store.base import TrialState
     from engine.workspace import launch_study
+    from tests.conftest import wait_until
 
     ws = tmp_path / ".tuneplay"
     store = open_store(ws)
-    launch_study(store, parse_study(
-        '[study]\nname = "big"\nworkload = "builtin:digits-mlp"\nmax_train_steps = 20\n'
-        'eval_every = 10\nbudget = 40\nfuse = 40\n[fixed]\nwidth = 16\n'
-        '[nuisance]\nlearning_rate = { low = 1e-3, high = 1e-2, scale = "log" }\n'
-    ))
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, "-m", "engine.runner.worker", "--workspace", str(ws), "--name", "w",
-         "--device", "cpu", "--savers", "2", "--once"],
-        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert "savers failed" not in out.stderr and "fused group of 40 trials" in out.stderr
-    assert "savers wrote 40 checkpoints" in out.stderr  # one batch, all through the savers
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log_fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.runner.worker", "--workspace", str(ws), "--name", "w",
+             "--device", "cpu", "--savers", "2"],
+            cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, stdout=log_fh, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "checkpoint savers ready" in log_path.read_text(), timeout=120, poll=0.1)
+        launch_study(store, parse_study(
+            '[study]\nname = "big"\nworkload = "builtin:digits-mlp"\nmax_train_steps = 20\n'
+            'eval_every = 10\nbudget = 40\nfuse = 40\n[fixed]\nwidth = 16\n'
+            '[nuisance]\nlearning_rate = { low = 1e-3, high = 1e-2, scale = "log" }\n'
+        ))
+        wait_until(lambda: all(t.state.is_finished() for t in store.list_trials()), timeout=120, poll=0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0  # and its savers with it: no hang at exit
+    log = log_path.read_text()
+    assert "savers failed" not in log and "fused group of 40 trials" in log
+    assert "savers wrote 40 checkpoints" in log  # one batch, all through the savers
     trials = store.list_trials()
     assert len(trials) == 40 and all(t.state is TrialState.COMPLETED for t in trials)
     for t in trials:
@@ -104,3 +115,20 @@ def test_a_worker_with_savers_finishes_a_large_group_with_every_best_checkpoint(
         assert saved["step"] == best.step == t.best_step
         assert saved["model"]["0.weight"].shape == (16, 64)
     assert not list((ws / "checkpoints").glob(".rows-*"))
+
+
+def test_a_batch_does_not_wait_for_savers_still_starting(tmp_path: Path) -> None:
+    pool = SaverPool(2, tmp_path / "cp")
+    pool.prewarm()
+    try:
+        assert not pool.ready  # spawning and importing torch takes a while
+        store = open_store(tmp_path / ".tuneplay")
+        writer = CheckpointWriter(store, pool)
+        with writer.together():
+            for i, (path, state) in enumerate(_jobs(tmp_path, 40)):
+                writer.submit(i + 1, "best", i, path.parent / "best.pt", 0.5, state)
+        writer.drain()
+        assert pool.files_written == 0 and not pool.broken  # saved in-thread meanwhile
+        assert len(list((tmp_path / "cp").glob("*/best.pt"))) == 40
+    finally:
+        pool.close()

@@ -147,7 +147,9 @@ def _save_batch(jobs: list[_Job], pool: SaverPool | None = None) -> None:
 
     tmps = [job.path.with_name(f".{job.path.name}.{os.getpid()}.{threading.get_ident()}.tmp") for job in jobs]
     by_pool = [i for i, job in enumerate(jobs) if row_parts(job.state)]
-    if pool is None or not pool.usable or len(by_pool) < POOL_MIN_JOBS:
+    if pool is None or not pool.ready or len(by_pool) < POOL_MIN_JOBS:
+        if pool is not None and pool.usable and len(by_pool) >= POOL_MIN_JOBS:
+            log.info("checkpoint savers still starting: saving %d checkpoints in-process", len(by_pool))
         by_pool = []
     if by_pool:
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,8 @@ class SaverPool:
         self.processes = max(0, min(MAX_PROCESSES, processes))
         self.spill_dir = spill_dir
         self._pool: ProcessPoolExecutor | None = None
+        self._started: Any = None  # a shared count of savers through their initializer
+        self._prewarmed = False
         self.broken = False
         self.files_written = 0
 
@@ -52,23 +55,47 @@ class SaverPool:
     def usable(self) -> bool:
         return self.processes > 0 and not self.broken
 
+    @property
+    def ready(self) -> bool:
+        """Usable, and (when prewarmed) every saver has started: a batch never waits for
+        savers still importing torch; it is saved in-thread instead. Without a prewarm the
+        pool starts on first use and is waited for."""
+        if not self.usable:
+            return False
+        if not self._prewarmed:
+            return True
+        return self._started is not None and self._started.value >= self.processes
+
     def prewarm(self) -> None:
+        """Start every saver now (spawn, import torch) without waiting for them."""
         if not self.usable:
             return
         try:
             pool = self._executor()
-            for _ in range(self.processes):
+            for _ in range(self.processes):  # one task each: the executor spawns them all
                 pool.submit(_ready)
+            self._prewarmed = True
+            threading.Thread(target=self._announce, daemon=True, name="savers-ready").start()
         except Exception:
             log.exception("starting the checkpoint savers failed; saving in-process")
             self.broken = True
+
+    def _announce(self, timeout: float = 300.0) -> None:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout and self.usable:
+            if self.ready:
+                log.info("%d checkpoint savers ready after %.1f s", self.processes, time.monotonic() - started)
+                return
+            time.sleep(0.05)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             import multiprocessing
 
+            context = multiprocessing.get_context("spawn")
+            self._started = context.Value("i", 0)
             self._pool = ProcessPoolExecutor(
-                self.processes, mp_context=multiprocessing.get_context("spawn"), initializer=_init
+                self.processes, mp_context=context, initializer=_init, initargs=(self._started,)
             )
         return self._pool
 
@@ -109,9 +136,10 @@ class SaverPool:
             fh.write(memoryview(data.numpy()).cast("B"))
         return str(path), str(data.dtype).removeprefix("torch."), tuple(data.shape)
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
+        """Stop the savers (they finish what they hold first when ``wait``)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=wait, cancel_futures=True)
             self._pool = None
 
 
@@ -162,7 +190,7 @@ def _wire(
 # -- in the helper processes ---------------------------------------------------------------
 
 
-def _init() -> None:
+def _init(started: Any) -> None:
     import ctypes
     import signal
 
@@ -175,6 +203,8 @@ def _init() -> None:
     import torch
 
     torch.set_num_threads(1)
+    with started.get_lock():
+        started.value += 1
 
 
 def _ready() -> int:

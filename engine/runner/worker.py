@@ -356,11 +356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.group_size,
         savers_for(args.device, args.threads) if args.savers is None else args.savers,
     )
+    log.info("checkpoint saver processes: %d", worker.savers.processes)
     worker.savers.prewarm()  # spawned and torch imported while the first trials start
     signal.signal(signal.SIGTERM, worker.stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is for the viewer, not training
     print(json.dumps({"ready": args.name, "pid": os.getpid()}), flush=True)
-    worker.serve(once=args.once)
+    try:
+        worker.serve(once=args.once)
+    finally:
+        worker.writer.drain()
+        worker.savers.close()
     return 0
 
 
