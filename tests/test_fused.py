@@ -452,3 +452,67 @@ def test_reinitialized_weights_are_what_building_each_trial_draws() -> None:
             assert len(got) == len(list(want.parameters()))
             for g, w in zip(got, want.parameters()):
                 assert torch.equal(g, w)
+
+
+def test_latest_checkpoints_cut_by_the_savers_resume_alone_as_if_uninterrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A group paused at step 20 hands its latest checkpoints (weights and optimizer state)
+    over as rows of a host snapshot; saver processes cut and save them; each trial then
+    resumes *unfused* from its file and ends where the uninterrupted run ends."""
+    from engine.runner import checkpoint_writer
+    from engine.runner.checkpoint_writer import CheckpointWriter
+    from engine.runner.context import MetricBuffer, StopReason, TrialContext
+    from engine.runner.saver import SaverPool
+    from engine.spec import parse_study
+    from engine.store import open_store
+    from engine.workspace import launch_study
+
+    monkeypatch.setattr(checkpoint_writer, "POOL_MIN_JOBS", 2)
+    store = open_store(tmp_path / ".tuneplay")
+    launch_study(store, parse_study(
+        '[study]\nname = "g"\nworkload = "builtin:digits-mlp"\nmax_train_steps = 40\n'
+        'eval_every = 10\nbudget = 4\nfuse = 4\n[fixed]\nwidth = 32\n'
+        '[nuisance]\nlearning_rate = { low = 1e-3, high = 1e-2, scale = "log" }\n'
+    ))
+    claimed = store.claim_trials("w", "cpu", limit=4, group=True)
+    hps = group("digits-mlp", "adamw")
+
+    class Pausing(TrialContext):
+        def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
+            if step == 20:
+                self.request_stop(StopReason.PAUSE)  # the engine stopping: save and leave
+            super().checkpoint(step, model, optimizer, **extra)
+
+    pool = SaverPool(2, tmp_path / "cp")
+    writer = CheckpointWriter(store, pool)
+
+    def contexts(cls: type[TrialContext]) -> list[TrialContext]:
+        shared = MetricBuffer()
+        return [cls(store, t, "val_error", "min", 10, tmp_path / "cp" / str(t.id), "cpu", writer, shared)
+                for t in claimed]
+
+    with writer.together():  # one batch: the savers take it
+        paused = contexts(Pausing)
+        train_mlp_fused(hps, paused)
+        for ctx in paused:
+            ctx.flush()
+    writer.drain()
+    assert pool.files_written == 8 and not pool.broken  # 4 latest and 4 best, all by the savers
+    saved = torch.load(tmp_path / "cp" / str(claimed[1].id) / "latest.pt", weights_only=True)
+    assert saved["step"] == 20 and saved["optimizer"]["state"][0]["step"].item() == 21.0
+    assert set(saved["optimizer"]["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    resumed = contexts(TrialContext)
+    for hp, ctx in zip(hps, resumed):
+        train_mlp(hp, ctx)  # alone, from latest.pt
+        ctx.flush()
+    pool.close()
+    reference = [FakeTrial(seed=t.seed) for t in claimed]
+    train_mlp_fused(hps, reference)
+    for ctx, ref in zip(resumed, reference):
+        assert ctx.resumed_from == 21
+        rows = store.read_metrics(trial_ids=[ctx.trial_id], names=["val_loss"])
+        got = {r.step: r.value for r in rows}
+        assert sorted(got) == [0, 10, 20, 30, 39]
+        for step, metrics in ref.reports:
+            assert got[step] == pytest.approx(metrics["val_loss"], rel=1e-4, abs=1e-6), step

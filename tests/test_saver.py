@@ -11,16 +11,16 @@ import torch
 from engine.runner.checkpoint_writer import CheckpointWriter
 from engine.runner.saver import SaverPool, savers_for
 from engine.store import open_store
-from engine.workloads.rowstate import RowState, materialize
+from engine.workloads.rowstate import RowState, StateDictLayout, materialize
 
-LAYOUT = (("0.weight", 0, 12, (3, 4)), ("0.bias", 12, 3, (3,)), ("2.weight", 15, 6, (2, 3)))
+LAYOUT = StateDictLayout((("0.weight", 0, 12, (3, 4)), ("0.bias", 12, 3, (3,)), ("2.weight", 15, 6, (2, 3))))
 
 
 def _jobs(tmp_path: Path, n: int) -> list[tuple[Path, dict]]:
     a, b = torch.randn(n, 21), torch.randn(4, 21)
     return [
         (tmp_path / "cp" / str(i) / ".best.pt.tmp",
-         {"step": i, "model": RowState(a if i % 5 else b, i if i % 5 else i % 4, LAYOUT),
+         {"step": i, "model": RowState((a if i % 5 else b,), i if i % 5 else i % 4, LAYOUT),
           "optimizer": None, "extra": {}})
         for i in range(n)
     ]

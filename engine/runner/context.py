@@ -206,6 +206,11 @@ class TrialContext:
 
 
 def _grab(obj: Any) -> Any:
+    # a fused trial's wrappers hand over rows of the group's host snapshot instead: the
+    # checkpoint writer (or its saver processes) builds the dict off the training thread
+    later = getattr(obj, "row_state", None)
+    if later is not None:
+        return later()
     sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
     # a fused trial's wrapper hands over fresh tensors already: copying twice is waste
     return sd if getattr(obj, "state_dict_is_copy", False) else _clone(sd)

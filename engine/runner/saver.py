@@ -22,7 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from engine.workloads.rowstate import Layout, RowState, cut_row
+from engine.workloads.rowstate import RowState
 
 log = logging.getLogger("tuneplay.saver")
 
@@ -112,10 +112,10 @@ class SaverPool:
         try:
             for first in range(0, len(jobs), chunk):
                 part = jobs[first : first + chunk]
-                wire, sources, layouts = _wire(part)
+                wire, sources, recipes = _wire(part)
                 files = {key: self._spill(tensor) for key, tensor in sources.items()}
                 spills += [path for path, _, _ in files.values()]
-                futures.append(self._executor().submit(_write_chunk, files, layouts, wire))
+                futures.append(self._executor().submit(_write_chunk, files, recipes, wire))
             written = sum(f.result(timeout=600) for f in futures)
             if written != len(jobs):
                 raise RuntimeError(f"the savers wrote {written} of {len(jobs)} checkpoints")
@@ -143,27 +143,29 @@ class SaverPool:
             self._pool = None
 
 
-Wire = list[tuple[str, list[str], dict[str, Any], dict[str, tuple[int, int, int]]]]
+# A job on the wire: (temp path, key order, plain values, {key: (((source, position), ...), recipe key)})
+Wire = list[tuple[str, list[str], dict[str, Any], dict[str, tuple[tuple[tuple[int, int], ...], int]]]]
 
 
 def _wire(
     jobs: Sequence[tuple[Path, Mapping[str, Any]]],
-) -> tuple[Wire, dict[int, Any], dict[int, Layout]]:
+) -> tuple[Wire, dict[int, Any], dict[int, Any]]:
     """The jobs as small picklable tuples, and the rows they read gathered per source:
-    ``(wire, {source key: tensor of just those rows}, {layout key: layout})``."""
+    ``(wire, {source key: tensor of just those rows}, {recipe key: recipe})``."""
     import torch
 
-    wanted: dict[int, list[int]] = {}
+    wanted: dict[int, set[int]] = {}
     tensors: dict[int, Any] = {}
     for _, state in jobs:
         for value in state.values():
             if isinstance(value, RowState):
-                tensors[id(value.source)] = value.source
-                wanted.setdefault(id(value.source), []).append(value.row)
+                for source in value.sources:
+                    tensors[id(source)] = source
+                    wanted.setdefault(id(source), set()).add(value.row)
     position: dict[int, dict[int, int]] = {}
     sources: dict[int, Any] = {}
     for key, rows in wanted.items():
-        unique = sorted(set(rows))
+        unique = sorted(rows)
         position[key] = {row: i for i, row in enumerate(unique)}
         lo, hi = unique[0], unique[-1] + 1
         source = tensors[key]
@@ -171,20 +173,20 @@ def _wire(
             sources[key] = source[lo:hi]
         else:
             sources[key] = source.index_select(0, torch.tensor(unique))
-    layouts: dict[int, Layout] = {}
+    recipes: dict[int, Any] = {}
     wire: Wire = []
     for path, state in jobs:
-        rows_of: dict[str, tuple[int, int, int]] = {}
+        rows_of: dict[str, tuple[tuple[tuple[int, int], ...], int]] = {}
         plain: dict[str, Any] = {}
         for name, value in state.items():
             if isinstance(value, RowState):
-                layouts.setdefault(id(value.layout), value.layout)
-                key = id(value.source)
-                rows_of[name] = (key, position[key][value.row], id(value.layout))
+                recipes.setdefault(id(value.recipe), value.recipe)
+                refs = tuple((id(s), position[id(s)][value.row]) for s in value.sources)
+                rows_of[name] = (refs, id(value.recipe))
             else:
                 plain[name] = value
         wire.append((str(path), list(state), plain, rows_of))
-    return wire, sources, layouts
+    return wire, sources, recipes
 
 
 # -- in the helper processes ---------------------------------------------------------------
@@ -213,7 +215,7 @@ def _ready() -> int:
 
 def _write_chunk(
     spills: Mapping[int, tuple[str, str, tuple[int, ...]]],
-    layouts: Mapping[int, Layout],
+    recipes: Mapping[int, Any],
     jobs: Wire,
 ) -> int:
     import numpy as np
@@ -225,8 +227,8 @@ def _write_chunk(
     }
     for path, order, plain, rows in jobs:
         parts = dict(plain)
-        for key, (source, row, layout) in rows.items():
-            parts[key] = cut_row(tensors[source][row], layouts[layout])
+        for key, (refs, recipe) in rows.items():
+            parts[key] = recipes[recipe].build([tensors[s][p].clone() for s, p in refs])
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(target, "wb") as fh:

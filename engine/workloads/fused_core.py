@@ -33,7 +33,7 @@ from engine.workloads.common import (
     seed_cpu,
 )
 from engine.workloads.fused_optim import Segment, StackedOptimizer
-from engine.workloads.rowstate import Layout, RowState
+from engine.workloads.rowstate import OptimizerLayout, RowState, StateDictLayout
 
 COMPACT_BELOW = 0.5  # compact the stack when fewer than this fraction of its rows still train
 
@@ -87,7 +87,7 @@ class StackedParams:
             if id(m) not in keys_of:
                 keys_of[id(m)] = _state_keys(m)
         self.keys = [keys_of[id(m)] for m in modules]  # per trial: key -> module param index
-        self._layouts: dict[int, Layout] = {}
+        self._layouts: dict[int, StateDictLayout] = {}
         self._make_leaves()
 
     def _make_leaves(self) -> None:
@@ -109,17 +109,17 @@ class StackedParams:
         self.flat = self.flat.index_select(0, rows)
         self._make_leaves()
 
-    def layout(self, trial: int) -> Layout:
+    def layout(self, trial: int) -> StateDictLayout:
         """Where each of trial ``trial``'s state_dict entries lies in a row:
-        ``(key, offset, numel, shape)``; one tuple per distinct key set."""
+        ``(key, offset, numel, shape)``; one layout per distinct key set."""
         keys = self.keys[trial]
         cached = self._layouts.get(id(keys))
         if cached is None:
-            cached = tuple(
+            cached = StateDictLayout(tuple(
                 (key, seg.offset, seg.numel, seg.shape)
                 for key, j in keys.items()
                 for seg in [self.segments[self.segment_of[j]]]
-            )
+            ))
             self._layouts[id(keys)] = cached
         return cached
 
@@ -284,6 +284,14 @@ class TrialModel:
             self.trial, self.group.row(self.trial), source["flat"] if source else None
         )
 
+    def row_state(self) -> RowState | dict[str, torch.Tensor]:
+        """The state dict to be, as a row of the group's host snapshot after this step (the
+        checkpoint writer or its savers cut it; no per-trial work on the training thread)."""
+        if self.step is None:
+            return self.state_dict()
+        host = self.group.host_copy(self.step, always=True)
+        return RowState((host["flat"],), self.group.row(self.trial), self.group.params.layout(self.trial))
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.group.params.load_trial_state_dict(self.trial, self.group.row(self.trial), state)
 
@@ -302,11 +310,11 @@ class BestRow:
 
     def __init__(self, group: FusedTrainer, trial: int) -> None:
         self.group, self.trial = group, trial
-        self.frozen: dict[str, torch.Tensor] | RowState | None = None
+        self.frozen: RowState | None = None
 
-    def resolve(self) -> dict[str, torch.Tensor] | RowState:
-        """The state dict, or (once the group has frozen it) a :class:`RowState` that the
-        checkpoint writer turns into one."""
+    def resolve(self) -> RowState:
+        """The best weights as a :class:`RowState` of a host snapshot, which the checkpoint
+        writer (or its savers) turns into the state dict."""
         if self.frozen is None:
             self.frozen = self.group.best_state_dict(self.trial)
         return self.frozen
@@ -321,21 +329,25 @@ class TrialOptimizer:
     def __init__(self, group: FusedTrainer, trial: int, step: int = -1) -> None:
         self.group, self.trial, self.step = group, trial, step
 
-    def state_dict(self) -> dict[str, Any]:
+    def _cut(self, host: Mapping[str, torch.Tensor] | None) -> tuple[OptimizerLayout, tuple[torch.Tensor, ...]]:
         g, k = self.group, self.trial
         row, opt = g.row(k), g.optimizer
         groups = copy.deepcopy(g.param_groups(k))
         for group in groups:
             group["lr"] = opt.lr(row, self.step)
-        count = opt.step_count(row, self.step)
-        host = g.host_copy(self.step if self.step >= 0 else None)
-        rows = opt.trial_rows(row, host)  # one copy per state tensor; entries are views
-        state = {}
-        for pos, seg in enumerate(g.params.segments):
-            entry = opt.trial_state(row, pos, seg, count, rows)
-            if entry:
-                state[pos] = entry
-        return {"state": state, "param_groups": groups}
+        layout = opt.trial_layout(row, g.params.segments, opt.step_count(row, self.step), groups)
+        state = opt.state if host is None else host
+        return layout, tuple(state[name] for name in layout.names)
+
+    def state_dict(self) -> dict[str, Any]:
+        layout, sources = self._cut(self.group.host_copy(self.step if self.step >= 0 else None))
+        row = self.group.row(self.trial)
+        return layout.build([source[row].detach().clone() for source in sources])
+
+    def row_state(self) -> RowState:
+        """The state dict to be, as rows of the group's host snapshot after this step."""
+        layout, sources = self._cut(self.group.host_copy(self.step, always=True))
+        return RowState(sources, self.group.row(self.trial), layout)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         g, k = self.group, self.trial
@@ -394,6 +406,8 @@ class FusedTrainer:
         self._best_pending: dict[int, BestRow] = {}  # improved at this eval, not yet copied
         self._best: dict[int, BestRow] = {}  # each trial's latest deferred best
         self._host: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._best_host: tuple[int, torch.Tensor] | None = None
+        self._eval_step: int | None = None  # the evaluation whose checkpoints are being offered
 
     def row(self, trial: int) -> int:
         return self.rows[trial]
@@ -407,15 +421,17 @@ class FusedTrainer:
         return self._param_groups[trial]
 
     # -- snapshots ---------------------------------------------------------------------
-    def host_copy(self, step: int | None) -> dict[str, torch.Tensor] | None:
-        """On a GPU, the parameters and optimizer state after ``step`` copied to the host
-        once for the whole group (so K trials' checkpoints cost one transfer, not K x
-        tensors); None on a CPU, or with no step (read the live tensors)."""
-        if step is None or not self.device.startswith("cuda"):
+    def host_copy(self, step: int | None, always: bool = False) -> dict[str, torch.Tensor] | None:
+        """The parameters and optimizer state after ``step`` copied to the host once for the
+        whole group (K trials' checkpoints cost one transfer, not K x tensors), and never
+        changed afterwards. On a CPU, or with no step, None (read the live tensors), unless
+        ``always``: then a copy on any device."""
+        if step is None or not (always or self.device.startswith("cuda")):
             return None
         if self._host is None or self._host[0] != step:
             tensors = {"flat": self.params.flat, **self.optimizer.state}
-            self._host = (step, {name: t.detach().to("cpu") for name, t in tensors.items()})
+            copy_ = (lambda t: t.detach().to("cpu")) if self.device.startswith("cuda") else (lambda t: t.detach().clone())
+            self._host = (step, {name: copy_(t) for name, t in tensors.items()})
         return self._host[1]
 
     def defer_best(self, trial: int) -> BestRow:
@@ -425,12 +441,23 @@ class FusedTrainer:
         self._best[trial] = best
         return best
 
-    def best_state_dict(self, trial: int) -> dict[str, torch.Tensor]:
+    def best_state_dict(self, trial: int) -> RowState:
+        """Trial ``trial``'s best weights as a row of a host snapshot taken at this eval
+        (its new best is still in the live parameters; an older one is in the buffer)."""
         row = self.rows[trial]
-        if row < 0:
+        if row < 0 or self._eval_step is None:
             raise RuntimeError(f"trial {trial}'s best weights left the group unsaved")
-        source = self.params.flat if trial in self._best_pending else self.best_flat
-        return self.params.trial_state_dict(trial, row, source)
+        if trial in self._best_pending:
+            source = self.host_copy(self._eval_step, always=True)["flat"]  # type: ignore[index]
+        else:
+            source = self._best_host_copy(self._eval_step)
+        return RowState((source,), row, self.params.layout(trial))
+
+    def _best_host_copy(self, step: int) -> torch.Tensor:
+        if self._best_host is None or self._best_host[0] != step:
+            best = self.best_flat.detach()
+            self._best_host = (step, best.to("cpu") if self.device.startswith("cuda") else best.clone())
+        return self._best_host[1]
 
     @torch.no_grad()
     def _commit_best(self) -> None:
@@ -453,7 +480,7 @@ class FusedTrainer:
             return
         host = self.best_flat.detach().to("cpu") if self.device.startswith("cuda") else self.best_flat
         for best in todo:  # rows of the host copy: the writer (or its savers) cut them
-            best.frozen = RowState(host, self.rows[best.trial], self.params.layout(best.trial))
+            best.frozen = RowState((host,), self.rows[best.trial], self.params.layout(best.trial))
 
     # -- model hooks -------------------------------------------------------------------
     def loss(self, step: int) -> torch.Tensor:
@@ -475,7 +502,7 @@ class FusedTrainer:
         self.params.select(on_device)
         self.optimizer.select(on_device)
         self.best_flat = self.best_flat.index_select(0, on_device)
-        self._host = None
+        self._host = self._best_host = None
         new = {old: i for i, old in enumerate(kept)}
         self.rows = [new.get(r, -1) for r in self.rows]
 
@@ -491,7 +518,7 @@ class FusedTrainer:
             try:
                 self._freeze_best(range(len(self.trials)))
             finally:
-                self._host = None
+                self._host = self._best_host = None
                 self.close()
 
     def _run(self) -> None:
@@ -562,6 +589,7 @@ class FusedTrainer:
                 metrics = dict(zip(self.metric_names, values[self.rows[k]]))
                 self.trials[k].report(step, train_loss=train_loss, **metrics)
             # every report first: a trial's save flushes the metrics the group shares once
+            self._eval_step = step
             for k, _ in ok:
                 self.trials[k].checkpoint(
                     step, model=TrialModel(self, k, step), optimizer=TrialOptimizer(self, k, step)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from engine.workloads.common import OptimConfig, lr_at
+from engine.workloads.rowstate import OptimizerLayout
 
 ADAM_KINDS = ("adam", "adamw")
 SGD_KINDS = ("sgd", "momentum", "nesterov")
@@ -239,33 +240,25 @@ class StackedOptimizer:
         self._table = None
 
     # -- one trial's state in torch.optim's format -----------------------------------
-    def trial_rows(
-        self, row: int, source: Mapping[str, torch.Tensor] | None = None
-    ) -> dict[str, torch.Tensor]:
-        """One trial's row of each state tensor, copied (from ``source``, e.g. a host copy
-        of the state, when given): what :meth:`trial_state` slices its entries from."""
-        state = self.state if source is None else source
-        return {name: state[name][row].detach().clone() for name in self.state}
-
-    def trial_state(
-        self, row: int, position: int, seg: Segment, count: float,
-        rows: Mapping[str, torch.Tensor] | None = None,
-    ) -> dict[str, Any]:
-        """The ``state[i]`` entry torch.optim keeps for one parameter of one trial (views
-        into ``rows`` from :meth:`trial_rows` when given, else fresh copies)."""
-        cols = seg.columns
-
-        def part(name: str) -> torch.Tensor:
-            if rows is not None:
-                return rows[name][cols].view(seg.shape)
-            return self.state[name][row, cols].reshape(seg.shape).clone()
-
+    def state_names(self, row: int) -> tuple[str, ...]:
+        """The state tensors ``torch.optim`` keeps per parameter for the trial at ``row``."""
         if self.kind in ADAM_KINDS:
-            step = torch.tensor(count, dtype=torch.float32)
-            return {"step": step, "exp_avg": part("exp_avg"), "exp_avg_sq": part("exp_avg_sq")}
+            return ("exp_avg", "exp_avg_sq")
         if self.kind != "sgd" and self.cfgs[row].momentum != 0:
-            return {"momentum_buffer": part("momentum_buffer")}
-        return {}
+            return ("momentum_buffer",)
+        return ()
+
+    def trial_layout(
+        self, row: int, segments: Sequence[Segment], count: float, param_groups: list[dict[str, Any]]
+    ) -> OptimizerLayout:
+        """How to cut the trial at ``row``'s ``torch.optim`` state dict from its rows of
+        :meth:`state_names` (Adam's ``step`` is ``count``)."""
+        return OptimizerLayout(
+            self.state_names(row),
+            tuple((pos, seg.offset, seg.numel, seg.shape) for pos, seg in enumerate(segments)),
+            float(count) if self.kind in ADAM_KINDS else None,
+            param_groups,
+        )
 
     @torch.no_grad()
     def load_trial_state(self, row: int, seg: Segment, entry: Mapping[str, Any]) -> float:
