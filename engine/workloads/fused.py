@@ -62,6 +62,7 @@ A user workload that wants per-trial checkpoints and resume can reuse
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -88,6 +89,8 @@ FUSE_EQUAL: dict[str, tuple[str, ...]] = {
     "builtin:digits-cnn": ("activation", "optimizer"),
     "builtin:tiny-lm": ("activation", "optimizer", "dropout"),
 }
+
+log = logging.getLogger("tuneplay.fused")
 
 MAX_GROUP = 1024
 CPU_GROUP = 8  # on a CPU fusion mostly saves Python overhead; keep groups small
@@ -158,19 +161,20 @@ def auto_group_size(info: WorkloadInfo, hp: Mapping[str, Any], device: str) -> i
     """How many trials of this shape to fuse on ``device``.
 
     On a CPU, :data:`CPU_GROUP`. On CUDA, what fits in ``MEMORY_FRACTION`` of the free
-    memory given an estimate of one trial's parameter, gradient, optimizer-state and
-    activation bytes; between 1 and :data:`MAX_GROUP`. A user workload may set
-    ``train.fused_trial_bytes = f(hp) -> int`` for its own estimate.
+    memory given one trial's bytes (parameters, gradients, optimizer state, activations)
+    and the group's fixed bytes; between 1 and :data:`MAX_GROUP`. The built-ins know theirs;
+    a user workload may set ``train.fused_trial_bytes = f(hp) -> int``, and otherwise a
+    short probe measures them (:func:`probe_trial_bytes`).
     """
     if not str(device).startswith("cuda"):
         return CPU_GROUP
-    per_trial, fixed = _trial_bytes(info, {**info.defaults(), **hp})
+    per_trial, fixed = _trial_bytes(info, {**info.defaults(), **hp}, device)
     free, _ = torch.cuda.mem_get_info(torch.device(device))
     budget = MEMORY_FRACTION * free - fixed
     return int(max(1, min(MAX_GROUP, budget // max(1, per_trial))))
 
 
-def _trial_bytes(info: WorkloadInfo, hp: Mapping[str, Any]) -> tuple[int, int]:
+def _trial_bytes(info: WorkloadInfo, hp: Mapping[str, Any], device: str) -> tuple[int, int]:
     """(bytes per trial, bytes per group) on the device, roughly and on the safe side."""
     from engine.workloads import fused_digits, fused_lm
 
@@ -185,7 +189,81 @@ def _trial_bytes(info: WorkloadInfo, hp: Mapping[str, Any]) -> tuple[int, int]:
         from engine.workloads.registry import load_train_function
 
         estimate = getattr(load_train_function(info), "fused_trial_bytes", None)
-    return (int(estimate(hp)), 0) if estimate else (256 * 2**20, 0)
+    if estimate:
+        return int(estimate(hp)), 0
+    try:
+        return probe_trial_bytes(info, hp, device)
+    except Exception:  # the probe is a guess's refinement: a workload bug shows in its trials
+        log.exception("memory probe of %s failed; assuming %d MiB a trial", info.ref, FALLBACK_BYTES >> 20)
+        return FALLBACK_BYTES, 0
+
+
+PROBE_SIZES = (2, 6)  # groups the probe runs; the growth of peak memory between them is per trial
+PROBE_STEPS = 3
+FALLBACK_BYTES = 256 * 2**20
+_PROBED: dict[tuple[str, str], tuple[int, int]] = {}
+
+
+class ProbeTrial:
+    """The trial API for a probe run: a few steps, nothing reported, saved or restored."""
+
+    def __init__(self, seed: int, device: str) -> None:
+        self.trial_id, self.seed, self.device = -1, seed, device
+        self.max_train_steps = self.eval_every = PROBE_STEPS  # an evaluation included
+        self.params: dict[str, Any] = {}
+
+    def report(self, step: int, **metrics: float) -> None:
+        pass
+
+    def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
+        pass
+
+    def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
+        return 0
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def probe_trial_bytes(
+    info: WorkloadInfo,
+    hp: Mapping[str, Any],
+    device: str,
+    peak_bytes: Callable[[Callable[[], None], str], int] | None = None,
+) -> tuple[int, int]:
+    """(bytes per trial, bytes per group) of a fused workload on ``device``, measured: its
+    fused trainer runs :data:`PROBE_STEPS` steps with an evaluation for groups of each of
+    :data:`PROBE_SIZES`, and the peak device memory of each run gives the per-trial slope
+    and the fixed part. Once per workload, group shape and device in a worker."""
+    key = (fuse_key(info, hp), str(device))
+    if key in _PROBED:
+        return _PROBED[key]
+    fused = fused_train_function(info)
+    if fused is None:
+        raise ValueError(f"workload {info.ref} has no fused trainer")
+    full = {**info.defaults(), **hp}
+    measure = peak_bytes or _peak_cuda_bytes
+    peaks = [
+        measure(lambda k=k: fused([dict(full) for _ in range(k)], [ProbeTrial(i, device) for i in range(k)]), device)
+        for k in PROBE_SIZES
+    ]
+    (small, large), (low, high) = PROBE_SIZES, peaks
+    per_trial = max(1, (high - low) // (large - small))
+    fixed = max(0, low - small * per_trial)
+    _PROBED[key] = (per_trial, fixed)
+    log.info("memory probe of %s on %s: %d MiB a trial, %d MiB a group",
+             info.ref, device, per_trial >> 20, fixed >> 20)
+    return per_trial, fixed
+
+
+def _peak_cuda_bytes(run: Callable[[], None], device: str) -> int:
+    dev = torch.device(device)
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    base = torch.cuda.memory_allocated(dev)
+    run()
+    torch.cuda.synchronize(dev)
+    return int(torch.cuda.max_memory_allocated(dev) - base)
 
 
 __all__ = [
@@ -195,6 +273,7 @@ __all__ = [
     "fuse_key",
     "fused_train_function",
     "fused_with",
+    "probe_trial_bytes",
     "stacked_optimizer_step",
     "train_cnn_fused",
     "train_lm_fused",
