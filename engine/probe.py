@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from engine.workloads.base import WorkloadInfo
+from engine.workloads.base import QuietTrial, WorkloadInfo
 from engine.workloads.registry import load_train_function, resolve_workload
 
 PROBE_STEPS = 25
@@ -24,23 +24,12 @@ WARMUP_STEPS = 5
 TIMEOUT_SECONDS = 900
 
 
-class _ProbeTrial:
+class _ProbeTrial(QuietTrial):
     """A trial that times each training step and never evaluates after step 0."""
 
     def __init__(self, steps: int, device: str) -> None:
-        self.max_train_steps = steps
-        self.eval_every = 10**9
-        self.seed, self.trial_id, self.device = 0, 0, device
+        super().__init__(steps, 10**9, 0, device)
         self.ticks: list[float] = []
-
-    def report(self, step: int, **metrics: float) -> None:
-        pass
-
-    def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
-        pass
-
-    def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
-        return 0
 
     def should_stop(self) -> bool:
         if self.device == "cuda":

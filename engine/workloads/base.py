@@ -46,3 +46,25 @@ class WorkloadInfo:
         if not self.hyperparameters:
             return {}
         return {name: info.default for name, info in self.hyperparameters.items()}
+
+
+class QuietTrial:
+    """The trial API with nothing behind it: no reports kept, nothing saved or restored,
+    never told to stop. For runs the engine makes for itself (probes), not trials."""
+
+    def __init__(self, max_train_steps: int, eval_every: int, seed: int = 0, device: str = "cpu") -> None:
+        self.max_train_steps, self.eval_every = max_train_steps, eval_every
+        self.seed, self.device, self.trial_id = seed, device, -1
+        self.params: dict[str, Any] = {}
+
+    def report(self, step: int, **metrics: float) -> None:
+        pass
+
+    def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
+        pass
+
+    def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
+        return 0
+
+    def should_stop(self) -> bool:
+        return False

@@ -68,7 +68,7 @@ from typing import Any
 
 import torch
 
-from engine.workloads.base import WorkloadInfo
+from engine.workloads.base import QuietTrial, WorkloadInfo
 from engine.workloads.fused_digits import train_cnn_fused, train_mlp_fused
 from engine.workloads.fused_lm import train_lm_fused
 from engine.workloads.fused_optim import stacked_optimizer_step
@@ -204,27 +204,6 @@ FALLBACK_BYTES = 256 * 2**20
 _PROBED: dict[tuple[str, str], tuple[int, int]] = {}
 
 
-class ProbeTrial:
-    """The trial API for a probe run: a few steps, nothing reported, saved or restored."""
-
-    def __init__(self, seed: int, device: str) -> None:
-        self.trial_id, self.seed, self.device = -1, seed, device
-        self.max_train_steps = self.eval_every = PROBE_STEPS  # an evaluation included
-        self.params: dict[str, Any] = {}
-
-    def report(self, step: int, **metrics: float) -> None:
-        pass
-
-    def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
-        pass
-
-    def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
-        return 0
-
-    def should_stop(self) -> bool:
-        return False
-
-
 def probe_trial_bytes(
     info: WorkloadInfo,
     hp: Mapping[str, Any],
@@ -243,10 +222,11 @@ def probe_trial_bytes(
         raise ValueError(f"workload {info.ref} has no fused trainer")
     full = {**info.defaults(), **hp}
     measure = peak_bytes or _peak_cuda_bytes
-    peaks = [
-        measure(lambda k=k: fused([dict(full) for _ in range(k)], [ProbeTrial(i, device) for i in range(k)]), device)
-        for k in PROBE_SIZES
-    ]
+
+    def run(k: int) -> None:  # a few steps, an evaluation included
+        fused([dict(full) for _ in range(k)], [QuietTrial(PROBE_STEPS, PROBE_STEPS, i, device) for i in range(k)])
+
+    peaks = [measure(lambda k=k: run(k), device) for k in PROBE_SIZES]
     (small, large), (low, high) = PROBE_SIZES, peaks
     per_trial = max(1, (high - low) // (large - small))
     fixed = max(0, low - small * per_trial)
