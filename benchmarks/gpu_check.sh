@@ -10,7 +10,7 @@ python -c "import torch, sys; print('python', sys.version.split()[0], 'torch', t
 echo "== bare loops, random data, no engine (fused_bare.py)"
 timeout 60 python benchmarks/fused_bare.py --device cuda --sizes 32,512 --seconds 1
 echo "== one group, in-process: no-op trials vs a real worker and workspace (fused_overhead.py)"
-timeout 90 python benchmarks/fused_overhead.py --device cuda --k 512 --rounds 3 --profile --sort tottime --lines 30 2>&1 | grep -v " INFO "
-timeout 45 python benchmarks/fused_overhead.py --device cuda --k 32 --rounds 3 2>&1 | grep -v " INFO "
+timeout 120 python benchmarks/fused_overhead.py --device cuda --k 512 --rounds 5 2>&1 | grep -v " INFO "
+timeout 60 python benchmarks/fused_overhead.py --device cuda --k 32 --rounds 3 2>&1 | grep -v " INFO "
 echo "== through the engine (fused_engine.py --gpu)"
-timeout 300 python benchmarks/fused_engine.py --gpu
+timeout 420 python benchmarks/fused_engine.py --gpu
