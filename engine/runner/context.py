@@ -159,9 +159,9 @@ class TrialContext:
         if not self._best_dirty or self._best_snapshot is None:
             return
         step, state = self._best_snapshot
-        deferred = state.get("model")
-        if hasattr(deferred, "resolve"):
-            state = {**state, "model": deferred.resolve()}
+        resolve = getattr(state.get("model"), "resolve", None)
+        if resolve is not None:
+            state = {**state, "model": resolve()}
             self._best_snapshot = (step, state)
         self._save("best", step, self.best_value, state)
         self._best_dirty = False

@@ -99,8 +99,7 @@ def _observations(
     xs, ys = [], []
     for hp, value in finished:
         xs.append(_x(params, hp))
-        ok = value is not None and np.isfinite(value)
-        ys.append(sign * float(value) if ok else penalty)
+        ys.append(sign * float(value) if value is not None and np.isfinite(value) else penalty)
     return xs, ys
 
 

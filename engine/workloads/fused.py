@@ -61,6 +61,7 @@ A user workload that wants per-trial checkpoints and resume can reuse
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -226,7 +227,7 @@ def probe_trial_bytes(
     def run(k: int) -> None:  # a few steps, an evaluation included
         fused([dict(full) for _ in range(k)], [QuietTrial(PROBE_STEPS, PROBE_STEPS, i, device) for i in range(k)])
 
-    peaks = [measure(lambda k=k: run(k), device) for k in PROBE_SIZES]
+    peaks = [measure(functools.partial(run, k), device) for k in PROBE_SIZES]
     (small, large), (low, high) = PROBE_SIZES, peaks
     per_trial = max(1, (high - low) // (large - small))
     fixed = max(0, low - small * per_trial)

@@ -290,6 +290,7 @@ class TrialModel:
         if self.step is None:
             return self.state_dict()
         host = self.group.host_copy(self.step, always=True)
+        assert host is not None
         return RowState((host["flat"],), self.group.row(self.trial), self.group.params.layout(self.trial))
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
