@@ -132,3 +132,26 @@ def test_a_batch_does_not_wait_for_savers_still_starting(tmp_path: Path) -> None
         assert len(list((tmp_path / "cp").glob("*/best.pt"))) == 40
     finally:
         pool.close()
+
+
+def test_the_engine_removes_half_written_files_of_killed_workers_only(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from engine.runner.checkpoint_writer import remove_orphans
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    live = str(os.getpid())
+    cp = tmp_path / "checkpoints"
+    (cp / "7").mkdir(parents=True)
+    files = {
+        cp / f".rows-{dead}-abc.bin": False, cp / f".rows-{live}-abc.bin": True,
+        cp / "7" / f".best.pt.{dead}.1401.tmp": False, cp / "7" / f".latest.pt.{live}.1401.tmp": True,
+        cp / "7" / "best.pt": True, cp / "7" / ".notes.txt": True,
+    }
+    for path in files:
+        path.write_bytes(b"x")
+    assert remove_orphans(cp) == 2
+    assert {p: p.exists() for p in files} == files

@@ -174,6 +174,35 @@ def _save_batch(jobs: list[_Job], pool: SaverPool | None = None) -> None:
         os.replace(tmp, job.path)
 
 
+def remove_orphans(checkpoints: Path) -> int:
+    """Delete what a killed worker left half-written under ``checkpoints``: temp checkpoint
+    files (``.NAME.PID.TID.tmp``) and saver spill files (``.rows-PID-*.bin``) of processes
+    that no longer exist. Returns how many were removed."""
+    removed = 0
+    candidates = [*checkpoints.glob(".rows-*.bin"), *checkpoints.glob("*/.*.tmp")]
+    for path in candidates:
+        parts = path.name.split("-") if path.suffix == ".bin" else path.name.split(".")
+        pid_text = parts[1] if path.suffix == ".bin" else (parts[-3] if len(parts) >= 4 else "")
+        if not pid_text.isdigit() or _alive(int(pid_text)):
+            continue
+        try:
+            path.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _syncfs(folder: Path) -> bool:
     """Flush the filesystem holding ``folder`` (Linux ``syncfs``); False where unavailable."""
     try:

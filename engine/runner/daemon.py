@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from engine.runner.checkpoint_writer import remove_orphans
 from engine.runner.slots import Slot, plan_slots
 from engine.store import open_store
 from engine.store.base import Storage, TrialProgress, TrialState
@@ -92,6 +93,9 @@ class Engine:
         self.stopping = False
 
     def start(self) -> None:
+        orphans = remove_orphans(self.workspace / "checkpoints")
+        if orphans:
+            log.info("removed %d half-written checkpoint files of killed workers", orphans)
         resumed = self.store.requeue_stale(time.time() - STALE_SECONDS)
         paused = self._resume_paused()
         log.info("engine up: %d slots (%s); resumed %d stale and %d paused trials",
