@@ -26,8 +26,8 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from engine.workloads.builtin import BUILTINS
 from engine.workloads.common import OptimConfig
-from engine.workloads.fused_core import StackedParams
 from engine.workloads.fused_optim import StackedOptimizer, stacked_optimizer_step
+from engine.workloads.fused_parts import StackedParams
 
 BATCH, DATA = 64, 4096
 

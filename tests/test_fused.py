@@ -434,8 +434,8 @@ def test_best_checkpoints_through_the_trial_api_hold_the_weights_of_each_best_st
 
 def test_reinitialized_weights_are_what_building_each_trial_draws() -> None:
     from engine.workloads.digits import build_cnn, build_mlp
-    from engine.workloads.fused_core import reinitialized
     from engine.workloads.fused_digits import _structure
+    from engine.workloads.fused_parts import reinitialized
 
     cases = [
         (build_mlp, [{"width": 16, "depth": 2, "activation": "relu", "dropout": d} for d in (0.0, 0.3, 0.0, 0.1)]),

@@ -23,7 +23,8 @@ from engine.workloads.digits import (
     digits_data,
     mlp_model_hp,
 )
-from engine.workloads.fused_core import FusedTrainer, GroupSampler, TrialDropout, reinitialized
+from engine.workloads.fused_core import FusedTrainer
+from engine.workloads.fused_parts import GroupSampler, TrialDropout, reinitialized
 
 EVAL_EXAMPLES_PER_PASS = 32_768  # trials x validation examples per evaluation forward pass
 

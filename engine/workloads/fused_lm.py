@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from engine.workloads.common import OptimConfig, check_positive_int, mix_seed, seed_cpu
-from engine.workloads.fused_core import FusedTrainer, GroupSampler, TrialDropout
+from engine.workloads.fused_core import FusedTrainer
 from engine.workloads.fused_digits import ACTIVATIONS, per_trial_cross_entropy, shared
+from engine.workloads.fused_parts import GroupSampler, TrialDropout
 from engine.workloads.lm import EVAL_BATCH_TOKENS, VOCAB, build_lm, lm_data, val_starts
 
 EVAL_TOKENS_PER_PASS = 1 << 20  # trials x validation tokens per evaluation forward pass
