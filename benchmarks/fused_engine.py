@@ -34,7 +34,7 @@ fuse = {fuse}
 seed = 0
 [fixed]
 optimizer = "adam"
-width = 128
+width = {width}
 depth = 2
 batch_size = 64
 [nuisance]
@@ -54,14 +54,16 @@ def measure(trials: int, fuse: str | int, steps: int, every: int, cpu_slots: int
     os.chdir(project)
     ws = project / ".tuneplay"
     store = open_store(ws)
-    warm = parse_study(STUDY.format(name="warm", steps=2, every=1, budget=1, fuse='"off"'))
+    warm = parse_study(STUDY.format(name="warm", steps=2, every=1, budget=1, fuse='"off"', width=128))
     launch_study(store, warm)
     start_engine(ws, slots_per_gpu=slots_per_gpu, cpu_slots=cpu_slots)
     try:
         _wait(store)
         _savers_ready(ws)
         time.sleep(1.0)  # every worker idle and warm
-        spec = parse_study(STUDY.format(name="measured", steps=steps, every=every, budget=trials, fuse=_fuse(fuse)))
+        spec = parse_study(STUDY.format(
+            name="measured", steps=steps, every=every, budget=trials, fuse=_fuse(fuse), width=128
+        ))
         t0 = time.time()
         launch = launch_study(store, spec)
         _wait(store)

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 from _common import NullTrial
+from fused_engine import STUDY
 
 from engine.runner.saver import SaverPool, savers_for
 from engine.runner.worker import Worker, configure_threads, warm_up
@@ -39,25 +40,6 @@ from engine.store.base import TrialState
 from engine.workloads.builtin import BUILTINS
 from engine.workloads.fused import train_mlp_fused
 from engine.workspace import launch_study
-
-STUDY = """\
-[study]
-name = "{name}"
-workload = "builtin:digits-mlp"
-max_train_steps = {steps}
-eval_every = {every}
-budget = {k}
-fuse = {k}
-seed = 0
-[fixed]
-optimizer = "adam"
-width = {width}
-depth = 2
-batch_size = 64
-[nuisance]
-learning_rate = {{ low = 1e-4, high = 3e-2, scale = "log" }}
-weight_decay = {{ low = 1e-6, high = 1e-3, scale = "log" }}
-"""
 
 
 def _sync(device: str) -> None:
@@ -84,7 +66,9 @@ def engine(args: argparse.Namespace, round_: int, profile: cProfile.Profile | No
     """One group through a worker; returns its phases in seconds."""
     ws = Path(tempfile.mkdtemp()) / ".tuneplay"
     store = open_store(ws)
-    spec = parse_study(STUDY.format(name=f"r{round_}", steps=args.steps, every=args.every, k=args.k, width=args.width))
+    spec = parse_study(STUDY.format(
+        name=f"r{round_}", steps=args.steps, every=args.every, budget=args.k, fuse=args.k, width=args.width
+    ))
     launch_study(store, spec)
     worker = Worker(store, ws, "bench", args.device, args.device, group_size=args.k)
     worker.savers = worker.writer.pool = args.pool  # one warm pool for every round, as in a worker

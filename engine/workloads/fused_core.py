@@ -82,7 +82,7 @@ class BestRow:
         """The best weights as a :class:`RowState` of a host snapshot, which the checkpoint
         writer (or its savers) turns into the state dict."""
         if self.frozen is None:
-            self.frozen = self.group.best_state_dict(self.trial)
+            self.frozen = self.group.best_row_state(self.trial)
         return self.frozen
 
 
@@ -207,7 +207,7 @@ class FusedTrainer:
         self._best[trial] = best
         return best
 
-    def best_state_dict(self, trial: int) -> RowState:
+    def best_row_state(self, trial: int) -> RowState:
         """Trial ``trial``'s best weights as a row of a host snapshot taken at this eval
         (its new best is still in the live parameters; an older one is in the buffer)."""
         row = self.rows[trial]

@@ -111,12 +111,8 @@ class StackedParams:
         """Trial ``trial``'s plain ``nn.Module.state_dict()`` (fresh tensors), read from row
         ``row`` of ``source`` (default: the live parameters; else e.g. a host copy)."""
         flat = self.flat if source is None else source
-        row_copy = flat[row].detach().clone()  # one copy; the entries are views into it
-        out: dict[str, torch.Tensor] = {}
-        for key, j in self.keys[trial].items():
-            seg = self.segments[self.segment_of[j]]
-            out[key] = row_copy[seg.columns].view(seg.shape)
-        return out
+        # one copy of the row; the entries are views into it (the layout the savers use too)
+        return self.layout(trial).build([flat[row].detach().clone()])
 
     @torch.no_grad()
     def load_trial_state_dict(self, trial: int, row: int, state: Mapping[str, Any]) -> None:
