@@ -7,7 +7,11 @@ Both run in this process on the same warm device, alternating, ``--rounds`` time
 figures are medians. A phase breakdown of the worker's time follows (``--profile`` prints
 the top of a cProfile of one worker run instead).
 
-Run: python benchmarks/fused_overhead.py [--device cuda] [--k 512] [--steps 300] [--width 128]
+With ``--groups N`` both train N groups of K back to back: a worker records a group's end
+(its best checkpoints written, its trials finished) on the writer's thread while it trains
+the next, so this is the throughput of a study of several groups.
+
+Run: python benchmarks/fused_overhead.py [--device cuda] [--k 512] [--groups 1] [--steps 300]
 """
 
 from __future__ import annotations
@@ -48,26 +52,37 @@ def _sync(device: str) -> None:
 
 
 def bare(args: argparse.Namespace) -> float:
+    """``--groups`` groups of K no-op trials trained back to back; seconds in all."""
     base = {**BUILTINS["digits-mlp"].defaults(), "optimizer": "adam", "width": args.width}
     gen = torch.Generator().manual_seed(0)
-    hps = [
-        {**base, "learning_rate": float(10 ** (-4 + 2.5 * a)), "weight_decay": float(10 ** (-6 + 3 * b))}
-        for a, b in torch.rand(args.k, 2, generator=gen, dtype=torch.float64).tolist()
-    ]
-    trials = [NullTrial(args.steps, args.every, seed=i, device=args.device) for i in range(args.k)]
+    groups = []
+    for g in range(args.groups):
+        hps = [
+            {**base, "learning_rate": float(10 ** (-4 + 2.5 * a)), "weight_decay": float(10 ** (-6 + 3 * b))}
+            for a, b in torch.rand(args.k, 2, generator=gen, dtype=torch.float64).tolist()
+        ]
+        trials = [NullTrial(args.steps, args.every, seed=g * args.k + i, device=args.device) for i in range(args.k)]
+        groups.append((hps, trials))
     _sync(args.device)
     start = time.perf_counter()
-    train_mlp_fused(hps, trials)
+    for hps, trials in groups:
+        train_mlp_fused(hps, trials)
     _sync(args.device)
     return time.perf_counter() - start
 
 
-def engine(args: argparse.Namespace, round_: int, profile: cProfile.Profile | None = None) -> dict[str, float]:
-    """One group through a worker; returns its phases in seconds."""
+def engine(
+    args: argparse.Namespace, round_: int, profile: cProfile.Profile | None = None, serial: bool = False,
+) -> dict[str, float]:
+    """``--groups`` groups claimed and run by one worker, as its serve loop does, until every
+    trial is recorded finished; returns the phases in seconds (``finish`` runs on the writer's
+    thread, overlapping the next group's training). ``serial`` waits for each group's end
+    before the next claim, as workers did before that overlap."""
     ws = Path(tempfile.mkdtemp()) / ".tuneplay"
     store = open_store(ws)
     spec = parse_study(STUDY.format(
-        name=f"r{round_}", steps=args.steps, every=args.every, budget=args.k, fuse=args.k, width=args.width
+        name=f"r{round_}", steps=args.steps, every=args.every, budget=args.k * args.groups, fuse=args.k,
+        width=args.width,
     ))
     launch_study(store, spec)
     worker = Worker(store, ws, "bench", args.device, args.device, group_size=args.k)
@@ -85,31 +100,35 @@ def engine(args: argparse.Namespace, round_: int, profile: cProfile.Profile | No
 
     fused_of = worker._fused_function
     worker._fused_function = lambda trial: timed("train", fused_of(trial))  # type: ignore[method-assign]
-    worker._save_results = timed("save", worker._save_results)  # type: ignore[method-assign]
+    worker._end_group = timed("hand over", worker._end_group)  # type: ignore[method-assign]
+    worker.claim = timed("claim", worker.claim)  # type: ignore[method-assign]
     store.finish_trials = timed("finish", store.finish_trials)  # type: ignore[method-assign]
     _sync(args.device)
     start = time.perf_counter()
     if profile:
         profile.enable()
-    trials = worker.claim()
-    claimed = time.perf_counter()
-    worker.run_trials(trials)
+    while trials := worker.claim():
+        worker.run_trials(trials)
+        if serial:
+            worker.writer.drain()
+    waited = time.perf_counter()
     worker.writer.drain()
     if profile:
         profile.disable()
     end = time.perf_counter()
     done = store.list_trials(states=[TrialState.COMPLETED])
-    if len(done) != args.k:
-        raise RuntimeError(f"{args.k - len(done)} trials did not complete")
-    finished = max(t.finished_at or 0 for t in done)
-    del finished
-    return {"claim": claimed - start, **phases, "total": end - start}
+    if len(done) != args.k * args.groups:
+        raise RuntimeError(f"{args.k * args.groups - len(done)} trials did not complete")
+    return {**phases, "wait": end - waited, "total": end - start}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--k", type=int, default=512)
+    parser.add_argument("--groups", type=int, default=1,
+                        help="groups of K run back to back (a worker records one group's end "
+                             "while it trains the next)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--width", type=int, default=128)
@@ -117,6 +136,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--savers", type=int, default=None,
                         help="checkpoint saver processes (default: what the engine would give)")
+    parser.add_argument("--serial", action="store_true",
+                        help="also run the worker waiting for each group's end before the next "
+                             "(no overlap), alternating with the others")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--sort", default="cumulative", help="with --profile: pstats sort key")
     parser.add_argument("--lines", type=int, default=35, help="with --profile: rows to print")
@@ -130,23 +152,31 @@ def main() -> None:
     deadline = time.time() + 120
     while args.savers and not args.pool.ready and time.time() < deadline:
         time.sleep(0.1)  # the savers start once per worker, not per group
-    small = argparse.Namespace(**{**vars(args), "k": 2, "steps": 3, "every": 1})
+    small = argparse.Namespace(**{**vars(args), "k": 2, "steps": 3, "every": 1, "groups": 1})
     bare(small)  # kernels, data on the device
     engine(small, -1)
-    print(f"digits-mlp 64-{args.width}-{args.width}-10, K={args.k} trials x {args.steps} steps, "
-          f"eval every {args.every}, device {args.device}, {args.savers} saver processes:")
-    bares, totals = [], []
+    print(f"digits-mlp 64-{args.width}-{args.width}-10, {args.groups} group(s) of K={args.k} trials x "
+          f"{args.steps} steps, eval every {args.every}, device {args.device}, {args.savers} saver processes:")
+    bares, totals, serials = [], [], []
+    names = ("claim", "train", "hand over", "wait", "finish")
     for r in range(args.rounds):
         bares.append(bare(args))
         phases = engine(args, r)
         totals.append(phases["total"])
-        parts = ", ".join(f"{name} {phases[name] * 1e3:.0f}" for name in ("claim", "train", "save", "finish"))
+        parts = ", ".join(f"{name} {phases.get(name, 0.0) * 1e3:.0f}" for name in names)
         print(f"  round {r}: bare {bares[-1]:.3f} s   engine {phases['total']:.3f} s ({parts} ms)")
+        if args.serial:
+            serials.append(engine(args, 1000 + r, serial=True)["total"])
+            print(f"           engine waiting for each group's end: {serials[-1]:.3f} s")
     b, e = statistics.median(bares), statistics.median(totals)
-    steps = args.k * args.steps
+    steps = args.k * args.groups * args.steps
     print(f"  median bare fused loop: {b:.3f} s  {steps / b:12,.0f} trial-steps/s")
     print(f"  median through a worker: {e:.3f} s  {steps / e:12,.0f} trial-steps/s")
     print(f"  engine / bare throughput: {b / e:.2f} (target >= 0.8)")
+    if serials:
+        m = statistics.median(serials)
+        print(f"  median, waiting for each group's end: {m:.3f} s  {steps / m:12,.0f} trial-steps/s"
+              f"  (engine / bare {b / m:.2f})")
     print(f"  checkpoints written by the savers: {args.pool.files_written}")
     if args.profile:
         prof = cProfile.Profile()

@@ -12,5 +12,7 @@ timeout 60 python benchmarks/fused_bare.py --device cuda --sizes 32,512 --second
 echo "== one group, in-process: no-op trials vs a real worker and workspace (fused_overhead.py)"
 timeout 120 python benchmarks/fused_overhead.py --device cuda --k 512 --rounds 5 2>&1 | grep -v " INFO "
 timeout 60 python benchmarks/fused_overhead.py --device cuda --k 32 --rounds 3 2>&1 | grep -v " INFO "
+echo "== four groups back to back: a worker records a group's end while it trains the next"
+timeout 150 python benchmarks/fused_overhead.py --device cuda --k 512 --groups 4 --rounds 3 --serial 2>&1 | grep -v " INFO "
 echo "== through the engine (fused_engine.py --gpu)"
 timeout 420 python benchmarks/fused_engine.py --gpu

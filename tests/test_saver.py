@@ -134,6 +134,36 @@ def test_a_batch_does_not_wait_for_savers_still_starting(tmp_path: Path) -> None
         pool.close()
 
 
+def test_a_batch_calls_back_on_the_writers_thread_once_written_and_recorded(tmp_path: Path) -> None:
+    """What a worker records a fused group's end with while it trains the next group."""
+    import threading
+
+    from engine.spec import parse_study
+    from engine.workspace import launch_study
+
+    store = open_store(tmp_path / ".tuneplay")
+    launch_study(store, parse_study(
+        '[study]\nname = "s"\nworkload = "builtin:digits-mlp"\nmax_train_steps = 10\nbudget = 3\n'
+        '[nuisance]\nlearning_rate = { low = 1e-3, high = 1e-2, scale = "log" }\n'
+    ))
+    assert [t.id for t in store.list_trials()] == [1, 2, 3]
+    writer = CheckpointWriter(store)
+    calls: list[tuple[bool, bool, int, bool]] = []
+
+    def then(written: bool) -> None:
+        on_disk = all((tmp_path / "cp" / str(i) / "best.pt").exists() for i in range(3))
+        recorded = sum(len(store.get_checkpoints(i + 1)) for i in range(3))
+        calls.append((written, on_disk, recorded, threading.current_thread().name == "checkpoint-writer"))
+
+    with writer.together(then):
+        for i, (path, state) in enumerate(_jobs(tmp_path, 3)):
+            writer.submit(i + 1, "best", i, path.parent / "best.pt", 0.5, state)
+    with writer.together(lambda written: calls.append((written, True, -1, True))):
+        pass  # nothing to write: still called back, in order
+    writer.drain()
+    assert calls == [(True, True, 3, True), (True, True, -1, True)]
+
+
 def test_the_engine_removes_half_written_files_of_killed_workers_only(tmp_path: Path) -> None:
     import os
     import subprocess

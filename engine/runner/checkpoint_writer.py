@@ -4,7 +4,9 @@ Training only snapshots state (device-side copies); this thread serialises each 
 writes it atomically (temp file, fsync, ``os.replace``) and then records the whole batch in
 the workspace in one transaction. While a batch is being written, trials do not queue the
 next latest-checkpoint (``busy``), so a group of hundreds of fused trials never waits on the
-disk and never piles up snapshots.
+disk and never piles up snapshots. A batch may carry a callback (``together(then=...)``),
+called on this thread once the batch is on disk and recorded: a worker records a fused
+group's end that way and trains its next group meanwhile.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,12 @@ class _Job:
     state: dict[str, Any]
 
 
+@dataclass
+class _Batch:
+    jobs: list[_Job]
+    then: Callable[[bool], None] | None = None  # told whether the batch was written
+
+
 DUTY_CYCLE = 0.2  # background writing may take at most this share of wall time
 
 
@@ -52,9 +60,9 @@ class CheckpointWriter:
         self.store = store
         self.pool = pool
         self._cooldown_until = 0.0
-        self._queue: queue.Queue[list[_Job]] = queue.Queue()
+        self._queue: queue.Queue[_Batch] = queue.Queue()
         self._held: list[_Job] | None = None
-        self._pending = 0
+        self._pending = 0  # batches submitted and not yet written (and called back)
         self._cond = threading.Condition()
         threading.Thread(target=self._loop, daemon=True, name="checkpoint-writer").start()
 
@@ -63,31 +71,33 @@ class CheckpointWriter:
         if self._held is not None:
             self._held.append(job)
             return
-        self._put([job])
+        self._put(_Batch([job]))
 
     @contextmanager
-    def together(self) -> Iterator[None]:
+    def together(self, then: Callable[[bool], None] | None = None) -> Iterator[None]:
         """Hand everything submitted inside the block to the writer as one batch (a fused
-        group's final checkpoints: one sync, and the savers take them all at once)."""
+        group's final checkpoints: one sync, and the savers take them all at once). ``then``
+        is called on the writer's thread with True once the batch is on disk and recorded,
+        or with False if writing it failed; it is called even for an empty batch."""
         self._held = []
         try:
             yield
         finally:
             held, self._held = self._held, None
-            if held:
-                self._put(held)
+            if held or then is not None:
+                self._put(_Batch(held, then))
 
-    def _put(self, jobs: list[_Job]) -> None:
+    def _put(self, batch: _Batch) -> None:
         with self._cond:
-            self._pending += len(jobs)
-        self._queue.put(jobs)
+            self._pending += 1
+        self._queue.put(batch)
 
     def busy(self) -> bool:
         with self._cond:
             return self._pending > 0 or time.monotonic() < self._cooldown_until
 
     def drain(self, timeout: float = 600.0) -> None:
-        """Wait until everything submitted so far is on disk and recorded."""
+        """Wait until everything submitted so far is on disk and recorded (and called back)."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._pending and time.monotonic() < deadline:
@@ -95,21 +105,32 @@ class CheckpointWriter:
 
     def _loop(self) -> None:
         while True:
-            batch = list(self._queue.get())
+            batches = [self._queue.get()]
             while True:
                 try:
-                    batch.extend(self._queue.get_nowait())
+                    batches.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            jobs = [job for batch in batches for job in batch.jobs]
             started = time.monotonic()
-            try:
-                self._write(batch)
-            except Exception:
-                log.exception("writing %d checkpoints failed", len(batch))
+            written = True
+            if jobs:
+                try:
+                    self._write(jobs)
+                except Exception:
+                    written = False
+                    log.exception("writing %d checkpoints failed", len(jobs))
             took = time.monotonic() - started
+            for batch in batches:
+                if batch.then is not None:
+                    try:
+                        batch.then(written)
+                    except Exception:
+                        log.exception("recording after a checkpoint batch failed")
             with self._cond:
-                self._pending -= len(batch)
-                self._cooldown_until = time.monotonic() + took * (1 / DUTY_CYCLE - 1)
+                self._pending -= len(batches)
+                if jobs:
+                    self._cooldown_until = time.monotonic() + took * (1 / DUTY_CYCLE - 1)
                 self._cond.notify_all()
 
     def _write(self, batch: list[_Job]) -> None:

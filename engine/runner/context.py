@@ -155,9 +155,10 @@ class TrialContext:
         self.persist_best()
         self._last_persist = time.monotonic()
 
-    def persist_best(self) -> None:
+    def persist_best(self) -> bool:
+        """Hand a best checkpoint not yet written to the writer; True if there was one."""
         if not self._best_dirty or self._best_snapshot is None:
-            return
+            return False
         step, state = self._best_snapshot
         resolve = getattr(state.get("model"), "resolve", None)
         if resolve is not None:
@@ -165,6 +166,7 @@ class TrialContext:
             self._best_snapshot = (step, state)
         self._save("best", step, self.best_value, state)
         self._best_dirty = False
+        return True
 
     def _save(self, kind: str, step: int, value: float | None, state: dict[str, Any]) -> None:
         path = self.checkpoint_dir / f"{kind}.pt"

@@ -54,6 +54,8 @@ class Worker:
         self.group_size = group_size
         self.stopping = False
         self.current: list[TrialContext] = []
+        self.finishing: list[TrialContext] = []  # trained; waiting for their checkpoints to be written
+        self._finishing_lock = threading.Lock()
         self._studies: dict[int, Study] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
         self._parent = os.getppid()
@@ -63,14 +65,17 @@ class Worker:
     # -- main loop -------------------------------------------------------------------
     def serve(self, once: bool = False) -> None:
         threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat").start()
-        while not self.stopping:
-            trials = self.claim()
-            if trials:
-                self.run_trials(trials)
-            elif once:
-                return
-            else:
-                time.sleep(IDLE_POLL_SECONDS)
+        try:
+            while not self.stopping:
+                trials = self.claim()
+                if trials:
+                    self.run_trials(trials)
+                elif once:
+                    return
+                else:
+                    time.sleep(IDLE_POLL_SECONDS)
+        finally:
+            self.writer.drain()  # the last group's ends are recorded before the worker goes
 
     def claim(self) -> list[Trial]:
         """The oldest queued trial, with as many of its fusion group as this worker takes."""
@@ -170,33 +175,57 @@ class Worker:
             self.current = []
         seconds = time.monotonic() - started
         log.info("fused group of %d trials took %.2f s", len(trials), seconds)
-        saved = self._save_results(contexts)  # every best checkpoint in one batch, one drain
-        ends = [
-            self._outcome(ctx, trial, state if ok else TrialState.FAILED, error if ok else bad, seconds)
-            for ctx, trial, (ok, bad) in zip(contexts, trials, saved)
-        ]
+        self._end_group(contexts, trials, state, error, seconds)
+
+    def _end_group(
+        self, contexts: Sequence[TrialContext], trials: Sequence[Trial], state: TrialState, error: str,
+        seconds: float,
+    ) -> None:
+        """Hand the group's metrics and best checkpoints over as one batch, and record how each
+        trial ended once that batch is on disk, on the writer's thread: this worker claims and
+        trains its next group meanwhile (a GPU would otherwise idle while hundreds of best
+        checkpoints are written). The trials stay RUNNING, and heartbeated, until then, so a
+        trial is never COMPLETED without its best checkpoint on disk."""
+        handed: list[tuple[bool, str]] = []  # per trial: (ok, why not), and whether a best went
+        gave_best: list[bool] = []
+        with self._finishing_lock:
+            self.finishing = [*self.finishing, *contexts]
+
+        def then(written: bool) -> None:
+            try:
+                self._record_ends(contexts, trials, state, error, seconds, handed, gave_best, written)
+            finally:
+                leaving = {id(ctx) for ctx in contexts}
+                with self._finishing_lock:
+                    self.finishing = [ctx for ctx in self.finishing if id(ctx) not in leaving]
+
+        with self.writer.together(then):
+            for ctx in contexts:
+                try:
+                    ctx.flush()  # the group shares one metric buffer: the first flush writes all
+                    gave_best.append(ctx.persist_best())
+                    handed.append((True, ""))
+                except Exception as exc:
+                    gave_best.append(False)
+                    handed.append((False, f"could not save results: {_error_text(exc)}"))
+
+    def _record_ends(
+        self, contexts: Sequence[TrialContext], trials: Sequence[Trial], state: TrialState, error: str,
+        seconds: float, handed: Sequence[tuple[bool, str]], gave_best: Sequence[bool], written: bool,
+    ) -> None:
+        ends = []
+        for ctx, trial, (ok, bad), best in zip(contexts, trials, handed, gave_best):
+            if ok and best and not written:
+                ok, bad = False, "could not save results: writing its best checkpoint failed (see the worker log)"
+            ends.append(self._outcome(ctx, trial, state if ok else TrialState.FAILED, error if ok else bad, seconds))
         paused = [trial.id for trial, end in zip(trials, ends) if end == "paused"]
-        if paused:
-            self.store.set_state(paused, TrialState.PAUSED, only_from=[TrialState.RUNNING])
         finished = [(trial.id, end) for trial, end in zip(trials, ends) if isinstance(end, TrialProgress)]
         try:
+            if paused:
+                self.store.set_state(paused, TrialState.PAUSED, only_from=[TrialState.RUNNING])
             self.store.finish_trials(finished)
         except Exception:
             log.exception("recording the end of fused group %s failed", [t.id for t in trials])
-
-    def _save_results(self, contexts: Sequence[TrialContext]) -> list[tuple[bool, str]]:
-        """Flush the group's metrics and write every pending best checkpoint, then wait once."""
-        results = []
-        with self.writer.together():
-            for ctx in contexts:
-                try:
-                    ctx.flush()
-                    ctx.persist_best()
-                    results.append((True, ""))
-                except Exception as exc:
-                    results.append((False, f"could not save results: {_error_text(exc)}"))
-        self.writer.drain()
-        return results
 
     def _fused_function(self, trial: Trial) -> Callable[..., Any] | None:
         ref = self._study(trial.study_id).spec.get("workload")
@@ -269,7 +298,7 @@ class Worker:
             time.sleep(HEARTBEAT_SECONDS)
             if os.getppid() != self._parent:  # the engine is gone: stop at once
                 os._exit(3)
-            current = list(self.current)
+            current = list(self.current) + list(self.finishing)
             if not current:
                 continue
             try:
