@@ -22,6 +22,7 @@ class StudySummary:
     total: int
     best_value: float | None
     best_trial_id: int | None
+    reruns: tuple[int, int] = (0, 0)  # (finished, all) of its seed reruns, counted in ``total``
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from engine import workspace as ws_ops
 from engine.facade import DeviceUsage, ExperimentSummary, Snapshot, StudySummary
 from engine.runner.control import engine_status, start_engine, stop_engine
 from engine.spec import StudySpec, load_study, parse_study
-from engine.status import best_trial
+from engine.status import best_trial, rerun_progress
 from engine.store import open_store
 from engine.store.base import Baseline, Experiment, MetricRow, Study, Trial
 
@@ -45,7 +45,8 @@ class LocalFacade:
         trials = self.store.list_trials(study.id)
         best = best_trial(trials, study.spec.get("mode", "min"))
         return StudySummary(study, dict(Counter(t.state.value for t in trials)), len(trials),
-                            best.best_value if best else None, best.id if best else None)
+                            best.best_value if best else None, best.id if best else None,
+                            rerun_progress(trials))
 
     def trials(self, study_id: int) -> list[Trial]:
         return self.store.list_trials(study_id)

@@ -20,6 +20,7 @@ class StudyProgress:
     total: int
     best: Trial | None
     eta_seconds: float | None
+    reruns: tuple[int, int] = (0, 0)  # (finished, all) of its seed reruns, counted in ``total``
 
     @property
     def finished(self) -> bool:
@@ -31,7 +32,8 @@ class StudyProgress:
         best = (f"best {self.metric} {format_value(self.best.best_value)} (trial {self.best.number})"
                 if self.best else f"best {self.metric} —")
         eta = f"ETA {_duration(self.eta_seconds)}" if self.eta_seconds is not None and not self.finished else ""
-        return " · ".join(x for x in (f"{self.name}: {done}/{self.total} done", ", ".join(parts), best, eta) if x)
+        return " · ".join(x for x in (
+            f"{self.name}: {progress_text(done, self.total, self.reruns)}", ", ".join(parts), best, eta) if x)
 
     def summary(self) -> str:
         completed = self.counts.get("COMPLETED", 0)
@@ -39,6 +41,20 @@ class StudyProgress:
             f"best {self.metric} {format_value(self.best.best_value)} (trial {self.best.number}, "
             f"id {self.best.id})" if self.best else "no feasible result"
         )
+
+
+def rerun_progress(trials: list[Trial]) -> tuple[int, int]:
+    """(finished, all) of a study's seed reruns (of its best points and of the baseline)."""
+    reruns = [t for t in trials if t.kind != "search"]
+    return sum(1 for t in reruns if t.state.is_finished()), len(reruns)
+
+
+def progress_text(done: int, total: int, reruns: tuple[int, int] = (0, 0)) -> str:
+    """``32/32 done`` for the study's own trials, then ``· reruns 4/15`` once seeds are rerun:
+    a budget of 32 stays 32 however many reruns follow."""
+    rerun_done, rerun_total = reruns
+    text = f"{done - rerun_done}/{total - rerun_total} done"
+    return text + (f" · reruns {rerun_done}/{rerun_total}" if rerun_total else "")
 
 
 def _duration(seconds: float | None) -> str:
@@ -65,6 +81,7 @@ def study_progress(store: Storage, study_id: int) -> StudyProgress:
         name=study.name, metric=study.spec["metric"], mode=study.spec["mode"],
         counts={s.value: counts.get(s.value, 0) for s in TrialState}, total=len(trials),
         best=best_trial(trials, study.spec["mode"]), eta_seconds=estimate_eta(trials),
+        reruns=rerun_progress(trials),
     )
 
 

@@ -52,6 +52,7 @@ def test_report_flags_a_too_low_learning_rate_then_reruns_decide(project: Projec
     assert "baseline v2 launched" in adopted
     status = project.tuneplay("status", check=True).stdout
     assert "baseline v2" in status and "latest decision: " + d["verdict"].upper() in status
+    assert "digits-mlp-lr-too-low: 24/24 done · reruns 6/6 · " in status  # its budget of 24 stays whole
 
 
 def test_probe_batch_measures_powers_of_two_and_recommends(project: Project) -> None:

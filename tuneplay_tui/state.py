@@ -182,7 +182,9 @@ class AppState:
             word = "paused"
         else:
             word = "queued"
-        return f"{word} {done}/{s.total}"
+        rerun_done, rerun_total = s.reruns
+        return f"{word} {done - rerun_done}/{s.total - rerun_total}" + (
+            f" · reruns {rerun_done}/{rerun_total}" if rerun_total else "")
 
     def engine_line(self) -> tuple[str, str]:
         """The engine's status for the header and its severity (``ok|warn|error``)."""

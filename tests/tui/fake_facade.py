@@ -24,6 +24,7 @@ from engine.decisions import plan_reruns
 from engine.facade import DeviceUsage, ExperimentSummary, Snapshot, StudySummary
 from engine.search import points_per_combo, preview, quasi_random_trials
 from engine.spec import StudySpec, parse_study, spec_from_dict
+from engine.status import best_trial, rerun_progress
 from engine.store.base import MetricRow, NewTrial, Study, Trial, TrialState
 from engine.workloads.builtin import BUILTINS, OPTIMIZER_HPARAMS
 
@@ -225,7 +226,7 @@ class FakeFacade:
                 "search": "quasi_random", "seed": 0, "fixed": dict(base.config)}
         study = self.store.find_study(spec["name"]) or self.store.create_study(
             experiment_id, spec["name"], spec, 0)
-        self.store.add_trials(study.id, [NewTrial(dict(base.config), 0, kind="baseline")])
+        self.store.add_trials(study.id, [NewTrial(dict(base.config), 0)])  # a search of one, as the engine's
         return study
 
     def create_experiment(self, name: str, workload: str, config: Mapping[str, Any],
@@ -251,12 +252,10 @@ class FakeFacade:
     def _summary(self, study: Study) -> StudySummary:
         trials = self.store.list_trials(study.id)
         counts = Counter(t.state.value for t in trials)
-        sign = 1.0 if study.spec.get("mode", "min") == "min" else -1.0
-        done = [t for t in trials if t.state == S.COMPLETED and t.best_value is not None
-                and t.kind in ("search", "baseline")]
-        best = min(done, key=lambda t: (sign * float(t.best_value), t.id), default=None)
+        best = best_trial(trials, study.spec.get("mode", "min"))
         return StudySummary(study, dict(counts), len(trials),
-                            best.best_value if best else None, best.id if best else None)
+                            best.best_value if best else None, best.id if best else None,
+                            rerun_progress(trials))
 
     def _enqueue_points(self, study: Study, n_points: int) -> list[Trial]:
         spec = self.spec(study.id)

@@ -35,7 +35,8 @@ async def test_enter_on_a_finished_study_opens_its_analysis(fake, app_factory) -
         await settle(pilot)
         assert app.current_mode == "analysis"
         assert app.state.study_id == 2
-        assert 'study "wd-vs-none" (finished 42/42)' in screen_text(app)
+        # its budget of 32, and the 10 seed reruns of the decision stage apart
+        assert 'study "wd-vs-none" (finished 32/32 · reruns 10/10)' in screen_text(app)
 
 
 async def test_number_keys_reach_every_stage_and_the_header_follows(fake, app_factory) -> None:

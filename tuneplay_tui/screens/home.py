@@ -18,7 +18,7 @@ from tuneplay_tui.screens.dialogs import FormScreen, OpenStudyScreen
 from tuneplay_tui.state import finished_count, is_baseline_run
 
 COLUMNS = (("name", "experiment / study", 27), ("what", "workload / search", 18),
-           ("base", "baseline", 8), ("progress", "progress", 16), ("best", "best", 17),
+           ("base", "baseline", 8), ("progress", "progress", 19), ("best", "best", 17),
            ("decision", "latest decision", 17))
 
 
@@ -206,7 +206,10 @@ def experiment_row(exp: ExperimentSummary) -> tuple[Any, ...]:
 def study_row(s: StudySummary, exp: ExperimentSummary) -> tuple[Any, ...]:
     done = finished_count(s.counts)
     running = int(s.counts.get("RUNNING", 0))
-    progress = Text(f"{done}/{s.total} done" + (f" · {running}▶" if running else ""),
+    rerun_done, rerun_total = s.reruns  # seed reruns apart: a budget of 32 stays 32/32
+    text = (f"{done - rerun_done}/{s.total - rerun_total} +{rerun_done}/{rerun_total} reruns" if rerun_total
+            else f"{done}/{s.total} done")
+    progress = Text(text + (f" · {running}▶" if running else ""),
                     style=fmt.STATE_STYLE["RUNNING"] if done < s.total else "")
     metric = s.study.spec.get("metric", "")
     best = f"{metric} {fmt.metric(s.best_value)}" if s.best_value is not None else "—"
