@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import statistics
-from typing import Any
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.workloads.base import QuietTrial  # noqa: E402
 
 
-class NullTrial:
-    """The trial API with no engine behind it: what a bare training loop pays."""
+class NullTrial(QuietTrial):
+    """The trial API with no engine behind it (what a bare training loop pays); it keeps
+    the best ``val_error`` so a benchmark can check the run learned."""
 
     def __init__(self, max_train_steps: int, eval_every: int, seed: int = 0, device: str = "cpu") -> None:
-        self.max_train_steps, self.eval_every, self.seed, self.device = max_train_steps, eval_every, seed, device
-        self.trial_id = 0
+        super().__init__(max_train_steps, eval_every, seed, device)
         self.best: float | None = None
 
     def report(self, step: int, **metrics: float) -> None:
         v = metrics.get("val_error")
         if v is not None and (self.best is None or v < self.best):
             self.best = v
-
-    def checkpoint(self, step: int, model: Any = None, optimizer: Any = None, **extra: Any) -> None:
-        pass
-
-    def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
-        return 0
-
-    def should_stop(self) -> bool:
-        return False
 
 
 def pct(values: list[float], q: float) -> float:
