@@ -119,7 +119,8 @@ def engine(
     done = store.list_trials(states=[TrialState.COMPLETED])
     if len(done) != args.k * args.groups:
         raise RuntimeError(f"{args.k * args.groups - len(done)} trials did not complete")
-    return {**phases, "wait": end - waited, "total": end - start}
+    writer = {f"writer {name}": took for name, took in worker.writer.seconds.items()}
+    return {**phases, **writer, "wait": end - waited, "total": end - start}
 
 
 def main() -> None:
@@ -165,6 +166,9 @@ def main() -> None:
         totals.append(phases["total"])
         parts = ", ".join(f"{name} {phases.get(name, 0.0) * 1e3:.0f}" for name in names)
         print(f"  round {r}: bare {bares[-1]:.3f} s   engine {phases['total']:.3f} s ({parts} ms)")
+        writer = ", ".join(f"{name.split()[1]} {took * 1e3:.0f}" for name, took in phases.items()
+                           if name.startswith("writer "))
+        print(f"           the writer's thread meanwhile: {writer} ms")
         if args.serial:
             serials.append(engine(args, 1000 + r, serial=True)["total"])
             print(f"           engine waiting for each group's end: {serials[-1]:.3f} s")

@@ -55,13 +55,13 @@ def test_the_next_group_trains_while_the_last_groups_best_checkpoints_are_writte
     monkeypatch.setattr(worker, "_fused_function", fused_function)
     save_batch = checkpoint_writer._save_batch
 
-    def gated(jobs: list[Any], pool: Any = None) -> None:
+    def gated(jobs: list[Any], *rest: Any) -> None:
         ids = {job.trial_id for job in jobs}
         if not seen and groups and ids == groups[0] and all(job.kind == "best" for job in jobs):
             # the first group's final bests: hold them until the second group is training
             seen["overlapped"] = second_started.wait(timeout=30)
             seen["states"] = {store.get_trial(i).state for i in groups[0]}
-        save_batch(jobs, pool)
+        save_batch(jobs, *rest)
 
     monkeypatch.setattr(checkpoint_writer, "_save_batch", gated)
     worker.serve(once=True)
@@ -82,7 +82,7 @@ def test_a_groups_trials_fail_when_their_best_checkpoints_cannot_be_written(
 ) -> None:
     store, worker = _worker(tmp_path, budget=4)
 
-    def disk_full(jobs: list[Any], pool: Any = None) -> None:
+    def disk_full(jobs: list[Any], *rest: Any) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint_writer, "_save_batch", disk_full)

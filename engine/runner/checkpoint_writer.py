@@ -64,6 +64,7 @@ class CheckpointWriter:
         self._held: list[_Job] | None = None
         self._pending = 0  # batches submitted and not yet written (and called back)
         self._cond = threading.Condition()
+        self.seconds: dict[str, float] = {}  # time spent per phase (save, sync, rename, record)
         threading.Thread(target=self._loop, daemon=True, name="checkpoint-writer").start()
 
     def submit(self, trial_id: int, kind: str, step: int, path: Path, value: float | None, state: dict[str, Any]) -> None:
@@ -140,13 +141,24 @@ class CheckpointWriter:
         jobs = list(latest.values())
         if len(jobs) == 1:
             jobs[0].path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save(jobs[0].state, jobs[0].path)
+            with _timed(self.seconds, "save"):
+                atomic_save(jobs[0].state, jobs[0].path)
         else:
-            _save_batch(jobs, self.pool)
+            _save_batch(jobs, self.pool, self.seconds)
         now = time.time()
-        self.store.record_checkpoints([
-            Checkpoint(j.trial_id, j.kind, j.step, str(j.path), j.value, now) for j in latest.values()
-        ])
+        with _timed(self.seconds, "record"):
+            self.store.record_checkpoints([
+                Checkpoint(j.trial_id, j.kind, j.step, str(j.path), j.value, now) for j in latest.values()
+            ])
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], phase: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[phase] = seconds.get(phase, 0.0) + time.perf_counter() - started
 
 
 def atomic_save(state: dict[str, Any], path: Path) -> None:
@@ -161,11 +173,13 @@ def atomic_save(state: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _save_batch(jobs: list[_Job], pool: SaverPool | None = None) -> None:
+def _save_batch(jobs: list[_Job], pool: SaverPool | None = None, seconds: dict[str, float] | None = None) -> None:
     """Write many checkpoints with one filesystem sync instead of one fsync each; a fused
     group's row checkpoints go to the saver processes when there are enough of them."""
     import torch
 
+    seconds = {} if seconds is None else seconds
+    started = time.perf_counter()
     tmps = [job.path.with_name(f".{job.path.name}.{os.getpid()}.{threading.get_ident()}.tmp") for job in jobs]
     by_pool = [i for i, job in enumerate(jobs) if row_parts(job.state)]
     if pool is None or not pool.ready or len(by_pool) < POOL_MIN_JOBS:
@@ -187,12 +201,15 @@ def _save_batch(jobs: list[_Job], pool: SaverPool | None = None) -> None:
         job.path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             torch.save(materialize(job.state), fh)
-    if not _syncfs(jobs[0].path.parent):
-        for tmp in tmps:
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-    for tmp, job in zip(tmps, jobs):
-        os.replace(tmp, job.path)
+    seconds["save"] = seconds.get("save", 0.0) + time.perf_counter() - started
+    with _timed(seconds, "sync"):
+        if not _syncfs(jobs[0].path.parent):
+            for tmp in tmps:
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+    with _timed(seconds, "rename"):
+        for tmp, job in zip(tmps, jobs):
+            os.replace(tmp, job.path)
 
 
 def remove_orphans(checkpoints: Path) -> int:
