@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -48,8 +49,9 @@ def _fuse(fuse: str | int) -> str:
 
 
 def measure(trials: int, fuse: str | int, steps: int, every: int, cpu_slots: int | None = None,
-            slots_per_gpu: int = 1) -> float:
-    """Wall seconds for a study of ``trials`` trials on a warm engine."""
+            slots_per_gpu: int = 1, repeats: int = 1) -> list[float]:
+    """Wall seconds for a study of ``trials`` trials on a warm engine, ``repeats`` times one
+    after another on the same engine."""
     project = Path(tempfile.mkdtemp())
     os.chdir(project)
     ws = project / ".tuneplay"
@@ -61,17 +63,20 @@ def measure(trials: int, fuse: str | int, steps: int, every: int, cpu_slots: int
         _wait(store)
         _savers_ready(ws)
         time.sleep(1.0)  # every worker idle and warm
-        spec = parse_study(STUDY.format(
-            name="measured", steps=steps, every=every, budget=trials, fuse=_fuse(fuse), width=128
-        ))
-        t0 = time.time()
-        launch = launch_study(store, spec)
-        _wait(store)
-        done = [store.get_trial(t.id) for t in launch.new_trials]
-        bad = [t for t in done if t.state != TrialState.COMPLETED]
-        if bad:
-            raise RuntimeError(f"{len(bad)} trials did not complete: {bad[0].state} {bad[0].error}")
-        return max(t.finished_at or t0 for t in done) - t0
+        seconds = []
+        for r in range(repeats):
+            spec = parse_study(STUDY.format(
+                name=f"measured-{r}", steps=steps, every=every, budget=trials, fuse=_fuse(fuse), width=128
+            ))
+            t0 = time.time()
+            launch = launch_study(store, spec)
+            _wait(store)
+            done = [store.get_trial(t.id) for t in launch.new_trials]
+            bad = [t for t in done if t.state != TrialState.COMPLETED]
+            if bad:
+                raise RuntimeError(f"{len(bad)} trials did not complete: {bad[0].state} {bad[0].error}")
+            seconds.append(max(t.finished_at or t0 for t in done) - t0)
+        return seconds
     finally:
         stop_engine(ws)
 
@@ -96,10 +101,13 @@ def _wait(store, timeout: float = 1800) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.05)
 
 
-def row(label: str, trials: int, steps: int, seconds: float, base: float | None) -> float:
+def row(label: str, trials: int, steps: int, runs: list[float], base: float | None) -> float:
+    """Print the median of ``runs`` (and each run when there are several); its rate."""
+    seconds = statistics.median(runs)
     rate = trials * steps / seconds
     ratio = f"{rate / base:7.1f}x" if base else "   1.0x"
-    print(f"  {label:<44} {seconds:8.2f} s  {rate:12,.0f} trial-steps/s  {ratio}", flush=True)
+    each = f"  (runs {', '.join(f'{r:.2f}' for r in runs)} s)" if len(runs) > 1 else ""
+    print(f"  {label:<44} {seconds:8.2f} s  {rate:12,.0f} trial-steps/s  {ratio}{each}", flush=True)
     return rate
 
 
@@ -114,29 +122,31 @@ def cpu(args: argparse.Namespace) -> None:
 def gpu(args: argparse.Namespace) -> None:
     steps = args.steps
     print(f"digits-mlp (64-128-128-10, batch 64, Adam), {steps} steps, one GPU, warm engine:")
-    alone = measure(1, "off", steps, 50)
+    alone = measure(1, "off", steps, 50, repeats=3)
     base = row("one trial alone", 1, steps, alone, None)
     for k in (8, 32, 128, 512):
-        row(f"fused K={k} (one worker)", k, steps, measure(k, k, steps, 50), base)
+        row(f"fused K={k} (one worker)", k, steps, measure(k, k, steps, 50, repeats=3), base)
     for k in (8, 16):
         row(f"{k} concurrent unfused workers ({k} trials)", k, steps,
-            measure(k, "off", steps, 50, slots_per_gpu=k), base)
-    big = measure(512, "auto", steps, 50)
+            measure(k, "off", steps, 50, slots_per_gpu=k, repeats=3), base)
+    big = measure(512, "auto", steps, 50, repeats=3)
     row("512-trial study, fuse = auto", 512, steps, big, base)
-    print(f"  512-trial study wall time / one trial alone: {big / alone:.2f}x (target <= 3x)")
+    ratio = statistics.median(big) / statistics.median(alone)
+    print(f"  512-trial study wall time / one trial alone: {ratio:.2f}x (target <= 3x; medians of 3)")
 
 
 def gpu_quick(args: argparse.Namespace) -> None:
     """The GPU check's key figures only (for a short lease)."""
     steps = args.steps
     print(f"digits-mlp (64-128-128-10, batch 64, Adam), {steps} steps, one GPU, warm engine:")
-    alone = measure(1, "off", steps, 50)
+    alone = measure(1, "off", steps, 50, repeats=3)
     base = row("one trial alone", 1, steps, alone, None)
     for k in (32, 512):
-        row(f"fused K={k} (one worker)", k, steps, measure(k, k, steps, 50), base)
-    big = measure(512, "auto", steps, 50)
+        row(f"fused K={k} (one worker)", k, steps, measure(k, k, steps, 50, repeats=3), base)
+    big = measure(512, "auto", steps, 50, repeats=3)
     row("512-trial study, fuse = auto", 512, steps, big, base)
-    print(f"  512-trial study wall time / one trial alone: {big / alone:.2f}x (target <= 3x)")
+    ratio = statistics.median(big) / statistics.median(alone)
+    print(f"  512-trial study wall time / one trial alone: {ratio:.2f}x (target <= 3x; medians of 3)")
 
 
 def main() -> None:
