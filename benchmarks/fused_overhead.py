@@ -120,7 +120,8 @@ def engine(
     if len(done) != args.k * args.groups:
         raise RuntimeError(f"{args.k * args.groups - len(done)} trials did not complete")
     writer = {f"writer {name}": took for name, took in worker.writer.seconds.items()}
-    return {**phases, **writer, "wait": end - waited, "total": end - start}
+    last = {f"last {name}": took for name, took in worker.writer.last_batch.items()}
+    return {**phases, **writer, **last, "wait": end - waited, "total": end - start}
 
 
 def main() -> None:
@@ -168,7 +169,10 @@ def main() -> None:
         print(f"  round {r}: bare {bares[-1]:.3f} s   engine {phases['total']:.3f} s ({parts} ms)")
         writer = ", ".join(f"{name.split()[1]} {took * 1e3:.0f}" for name, took in phases.items()
                            if name.startswith("writer "))
-        print(f"           the writer's thread meanwhile: {writer} ms")
+        last = ", ".join(f"{name.split()[1]} {took * 1e3:.0f}" for name, took in phases.items()
+                         if name.startswith("last ") and name != "last files")
+        print(f"           the writer's thread meanwhile: {writer} ms; its last batch "
+              f"({phases.get('last files', 0):.0f} files): {last} ms")
         if args.serial:
             serials.append(engine(args, 1000 + r, serial=True)["total"])
             print(f"           engine waiting for each group's end: {serials[-1]:.3f} s")

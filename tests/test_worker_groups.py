@@ -94,3 +94,24 @@ def test_a_groups_trials_fail_when_their_best_checkpoints_cannot_be_written(
         assert trial.state == TrialState.FAILED
         assert "could not save results: writing its best checkpoint failed" in trial.error
         assert not [cp for cp in store.get_checkpoints(trial.id) if cp.kind == "best"]
+
+
+def test_no_latest_checkpoint_is_written_at_a_trials_last_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished trial never resumes: at its last step only the best is kept, which halves
+    (or better) a fused group's final batch when a periodic save falls due there."""
+    from engine.runner import context, worker as worker_module
+
+    monkeypatch.setattr(context, "PERSIST_SECONDS", 0.0)  # every evaluation is due for a save
+    monkeypatch.setattr(worker_module, "PERSIST_SECONDS", 0.0)
+    monkeypatch.setattr(checkpoint_writer, "DUTY_CYCLE", 1.0)  # and the writer never cools down
+    store, worker = _worker(tmp_path, budget=4)
+    worker.serve(once=True)
+
+    for trial in store.list_trials():
+        assert trial.state == TrialState.COMPLETED
+        kinds = {cp.kind: cp for cp in store.get_checkpoints(trial.id)}
+        latest = kinds["latest"]  # saved at an evaluation before the end (they are at 0, 10, 19)
+        assert latest.step in (0, 10) and torch.load(latest.path, weights_only=True)["step"] == latest.step
+        assert kinds["best"].step == trial.best_step

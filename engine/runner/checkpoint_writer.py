@@ -65,6 +65,7 @@ class CheckpointWriter:
         self._pending = 0  # batches submitted and not yet written (and called back)
         self._cond = threading.Condition()
         self.seconds: dict[str, float] = {}  # time spent per phase (save, sync, rename, record)
+        self.last_batch: dict[str, float] = {}  # the same for the last batch, with its size ("files")
         threading.Thread(target=self._loop, daemon=True, name="checkpoint-writer").start()
 
     def submit(self, trial_id: int, kind: str, step: int, path: Path, value: float | None, state: dict[str, Any]) -> None:
@@ -139,17 +140,21 @@ class CheckpointWriter:
         for job in batch:  # only the newest state per (trial, kind) matters
             latest[(job.trial_id, job.kind)] = job
         jobs = list(latest.values())
+        phases: dict[str, float] = {}
         if len(jobs) == 1:
             jobs[0].path.parent.mkdir(parents=True, exist_ok=True)
-            with _timed(self.seconds, "save"):
+            with _timed(phases, "save"):
                 atomic_save(jobs[0].state, jobs[0].path)
         else:
-            _save_batch(jobs, self.pool, self.seconds)
+            _save_batch(jobs, self.pool, phases)
         now = time.time()
-        with _timed(self.seconds, "record"):
+        with _timed(phases, "record"):
             self.store.record_checkpoints([
                 Checkpoint(j.trial_id, j.kind, j.step, str(j.path), j.value, now) for j in latest.values()
             ])
+        for phase, took in phases.items():
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + took
+        self.last_batch = {"files": float(len(jobs)), **phases}
 
 
 @contextmanager

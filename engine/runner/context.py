@@ -132,7 +132,10 @@ class TrialContext:
                else now - self._last_persist > PERSIST_SECONDS)
         if due and self.writer is not None and self._last_persist is not None and self.writer.busy():
             due = False  # the last batch is still being written: never pile snapshots up
-        if not (new_best or due or self.stop_reason):
+        # No latest checkpoint at the trial's last step: a finished trial never resumes (and
+        # it would double a fused group's final batch); its best is all that is kept.
+        save_latest = (due or bool(self.stop_reason)) and step < self.max_train_steps - 1
+        if not (new_best or save_latest):
             return
         if new_best:  # the weights are what a retrospective best is for; no optimizer state
             # A fused trial's model defers its copy (``best_snapshot``): the group copies the
@@ -145,7 +148,7 @@ class TrialContext:
                 snap = _snapshot(step, model, None, extra)
             self._best_snapshot, self._best_dirty = (step, snap), True
             self._new_best_step = None
-        if due or self.stop_reason:
+        if save_latest:
             self.persist(step, _snapshot(step, model, optimizer, extra))
 
     def persist(self, step: int, state: dict[str, Any]) -> None:
