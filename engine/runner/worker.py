@@ -186,14 +186,13 @@ class Worker:
         trains its next group meanwhile (a GPU would otherwise idle while hundreds of best
         checkpoints are written). The trials stay RUNNING, and heartbeated, until then, so a
         trial is never COMPLETED without its best checkpoint on disk."""
-        handed: list[tuple[bool, str]] = []  # per trial: (ok, why not), and whether a best went
-        gave_best: list[bool] = []
+        handed: list[tuple[bool, str, bool]] = []  # per trial: handed over, why not, a best went
         with self._finishing_lock:
             self.finishing = [*self.finishing, *contexts]
 
         def then(written: bool) -> None:
             try:
-                self._record_ends(contexts, trials, state, error, seconds, handed, gave_best, written)
+                self._record_ends(contexts, trials, state, error, seconds, handed, written)
             finally:
                 leaving = {id(ctx) for ctx in contexts}
                 with self._finishing_lock:
@@ -203,18 +202,16 @@ class Worker:
             for ctx in contexts:
                 try:
                     ctx.flush()  # the group shares one metric buffer: the first flush writes all
-                    gave_best.append(ctx.persist_best())
-                    handed.append((True, ""))
+                    handed.append((True, "", ctx.persist_best()))
                 except Exception as exc:
-                    gave_best.append(False)
-                    handed.append((False, f"could not save results: {_error_text(exc)}"))
+                    handed.append((False, f"could not save results: {_error_text(exc)}", False))
 
     def _record_ends(
         self, contexts: Sequence[TrialContext], trials: Sequence[Trial], state: TrialState, error: str,
-        seconds: float, handed: Sequence[tuple[bool, str]], gave_best: Sequence[bool], written: bool,
+        seconds: float, handed: Sequence[tuple[bool, str, bool]], written: bool,
     ) -> None:
         ends = []
-        for ctx, trial, (ok, bad), best in zip(contexts, trials, handed, gave_best):
+        for ctx, trial, (ok, bad, best) in zip(contexts, trials, handed):
             if ok and best and not written:
                 ok, bad = False, "could not save results: writing its best checkpoint failed (see the worker log)"
             ends.append(self._outcome(ctx, trial, state if ok else TrialState.FAILED, error if ok else bad, seconds))
