@@ -336,3 +336,18 @@ def test_report_of_an_empty_study_says_there_are_no_results() -> None:
     report = analyze_study(make_spec(), trials_frame([]), None)
     assert [f.kind for f in report.findings] == ["no_results"]
     json.dumps(report_to_dict(report), allow_nan=False)
+
+
+def test_seed_reruns_of_the_best_and_of_the_baseline_are_never_the_studys_best() -> None:
+    """A lucky seed of the baseline (or of a rerun) must not become the study's best: the
+    next round of reruns would then take the baseline as its candidate."""
+    spec = make_spec()
+    search = [make_trial(i, {"learning_rate": at(LR, i / 10), "weight_decay": 0.1, "num_layers": 4},
+                         0.30 - 0.01 * i) for i in range(1, 9)]
+    lucky = [make_trial(20, {"learning_rate": 1e-3, "weight_decay": 0.0, "num_layers": 4}, 0.05,
+                        kind="baseline", seed=7),
+             make_trial(21, dict(search[-1].params), 0.06, kind="rerun", seed=7)]
+    report = analyze_study(spec, trials_frame(search + lucky))
+    assert report.best is not None and report.best.trial_id == 8
+    assert report.top_trial_ids[0] == 8 and not {20, 21} & set(report.top_trial_ids)
+    assert report.n_feasible == 8

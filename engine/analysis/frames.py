@@ -132,10 +132,12 @@ def top_k_count(n_feasible: int) -> int:
 
 
 def ranked_results(trials: pd.DataFrame, mode: str, *, search_only: bool = True) -> pd.DataFrame:
-    """Feasible trials sorted best first, with a ``score`` column (lower is better)."""
+    """Feasible trials sorted best first, with a ``score`` column (lower is better); with
+    ``search_only`` (the default), the search's own trials: seed reruns of its best points and
+    of the baseline are not candidates (a lucky baseline seed would otherwise rank first)."""
     mask = feasible_mask(trials).to_numpy().copy()
     if search_only:
-        mask &= (trials["kind"] != RERUN_KIND).to_numpy()
+        mask &= (trials["kind"] == SEARCH_KIND).to_numpy()
     rows = np.flatnonzero(mask)
     score = direction(mode) * trials["best_value"].to_numpy(float)[rows]
     order = np.lexsort((trials["trial_id"].to_numpy()[rows], score))  # ties: lower id first

@@ -28,7 +28,7 @@ async def test_boundary_finding_first_and_its_axis_plot_beside_it(finished_fake,
         axis = app.screen.query_one("#axis-chart", Chart)
         assert "axis plot: learning_rate (log" in str(axis.border_title)
         text = screen_text(app)
-        assert "42 trials · 36 results · best val_error 0.07106 (#9)" in text
+        assert "32 trials + 10 reruns · 31 results · best val_error 0.07106 (#9)" in text
         assert "1 infeasible (2%)" in text
 
 
