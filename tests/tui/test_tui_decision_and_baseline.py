@@ -45,6 +45,24 @@ async def test_a_adopts_into_a_new_baseline(finished_fake, app_factory) -> None:
         assert app.screen.query_one("#decision-log", DataTable).row_count == 1
 
 
+async def test_reruns_added_after_a_verdict_are_flagged_until_decided_again(finished_fake, app_factory) -> None:
+    app = app_factory(finished_fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("5")
+        await settle(pilot)
+        assert "since this verdict" not in screen_text(app)
+        await pilot.press("r")  # more seeds for the same study: the recorded verdict did not see them
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        await poll(pilot)
+        text = " ".join(screen_text(app).split())
+        assert "candidate 5/10 done · baseline 5/10 done" in text
+        assert "new reruns since this verdict (10 still to run): d decides again" in text
+        assert "verdict: ADOPT" in text  # the old verdict stays, flagged
+
+
 async def test_rerun_then_decide_on_a_study_without_reruns(fake, app_factory) -> None:
     app = app_factory(fake)
     async with app.run_test(size=(120, 40)) as pilot:

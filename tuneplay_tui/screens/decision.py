@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import DataTable, Static
 
-from engine.store.base import Decision, Trial
+from engine.store.base import Decision, Trial, TrialState
 from tuneplay_tui import format as fmt
 from tuneplay_tui.screens.base import StageScreen
 from tuneplay_tui.screens.dialogs import ConfirmScreen, FormScreen
@@ -29,6 +29,21 @@ def rerun_progress(trials: Sequence[Trial]) -> dict[str, tuple[int, int]]:
         group = [t for t in trials if t.kind == kind]
         out[kind] = (sum(t.state.is_finished() for t in group), len(group))
     return out
+
+
+def finished_values(trials: Sequence[Trial], kind: str) -> list[float]:
+    """The best metric value of each completed seed rerun of one side (what ``d`` compares)."""
+    return [t.best_value for t in trials
+            if t.kind == kind and t.state == TrialState.COMPLETED and t.best_value is not None]
+
+
+def since_verdict(trials: Sequence[Trial], decision: Decision | None) -> tuple[int, int]:
+    """Seed reruns the recorded verdict did not see: (finished after it, not finished yet)."""
+    if decision is None:
+        return 0, 0
+    reruns = [t for t in trials if t.kind in ("rerun", "baseline")]
+    fresh = sum(1 for t in reruns if t.state.is_finished() and (t.finished_at or 0) > decision.created_at)
+    return fresh, sum(1 for t in reruns if not t.state.is_finished())
 
 
 def ago(then: float, now: float) -> str:
@@ -85,7 +100,7 @@ study then starts from. An inconclusive verdict usually means: more seeds.
         verdict = self.query_one("#dec-verdict", Static)
         verdict.border_title = "comparison over seed reruns"
         verdict.update(verdict_content(study, trials, decision, self.result))
-        self._draw_chart(decision)
+        self._draw_chart(decision, trials)
         self._fill_log()
 
     def _candidate_line(self, study: Any, decision: Decision | None) -> None:
@@ -103,14 +118,20 @@ study then starts from. An inconclusive verdict usually means: more seeds.
                                      f'  (study "{study.name}")', ("   vs   ", "$foreground-muted"),
                                      (f"baseline v{version}" if version else "no baseline", "bold")))
 
-    def _draw_chart(self, decision: Decision | None) -> None:
+    def _draw_chart(self, decision: Decision | None, trials: Sequence[Trial]) -> None:
         chart = self.query_one("#dec-chart", Chart)
         chart.border_title = "seed reruns"
         stats = decision.stats if decision else {}
         cand, base = stats.get("candidate_values") or [], stats.get("baseline_values") or []
+        note = ""
+        fresh, _ = since_verdict(trials, decision)
+        if fresh or not (cand or base):  # what is not compared yet: every rerun finished so far
+            mine = [t for t in trials if t.kind != "rerun" or decision is None or t.params == decision.candidate]
+            cand, base = finished_values(mine, "rerun"), finished_values(mine, "baseline")
+            note = f"{fresh} since the verdict" if decision is not None else "not compared yet"
         if not cand and not base:
             chart.border_subtitle = ""
-            chart.draw_message("no reruns compared yet")
+            chart.draw_message("no reruns finished yet")
             return
         def jitter(n: int, at: int) -> list[float]:
             return [at + ((i * 7) % 9 - 4) / 30.0 for i in range(n)]
@@ -118,7 +139,7 @@ study then starts from. An inconclusive verdict usually means: more seeds.
                            Points(jitter(len(cand), 1), cand, "●", GREEN)],
                           categories=("baseline", "candidate") if chart.size.width >= 34
                           else ("base", "cand"))
-        chart.border_subtitle = legend([("●", "one seed", BLUE)])
+        chart.border_subtitle = legend([("●", "one seed", BLUE)]) + (f" · {note}" if note else "")
 
     def _fill_log(self) -> None:
         log = self.query_one("#decision-log", DataTable)
@@ -212,6 +233,12 @@ def verdict_content(study: Any, trials: Sequence[Trial], decision: Decision | No
         else:
             lines.append(Content("All reruns finished: press d to compare and record a verdict."))
         return Content("\n").join(lines)
+    fresh, pending = since_verdict(trials, decision)
+    if fresh or pending:
+        news = ", ".join(x for x in (f"{fresh} finished" if fresh else "",
+                                     f"{pending} still to run" if pending else "") if x)
+        lines.append(Content.styled(f"new reruns since this verdict ({news}): d decides again"
+                                    + (" once they finish" if pending else ""), "$warning"))
     lines += comparison_lines(decision)
     if result is not None and result.new_baseline is not None:
         lines.append(Content.styled(f"adopted → baseline v{result.new_baseline.version}",
