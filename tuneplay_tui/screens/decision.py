@@ -128,7 +128,7 @@ study then starts from. An inconclusive verdict usually means: more seeds.
         if fresh or not (cand or base):  # what is not compared yet: every rerun finished so far
             mine = [t for t in trials if t.kind != "rerun" or decision is None or t.params == decision.candidate]
             cand, base = finished_values(mine, "rerun"), finished_values(mine, "baseline")
-            note = f"{fresh} since the verdict" if decision is not None else "not compared yet"
+            note = f"{fresh} new since the verdict" if decision is not None else "not compared yet"
         if not cand and not base:
             chart.border_subtitle = ""
             chart.draw_message("no reruns finished yet")
