@@ -351,3 +351,14 @@ def test_seed_reruns_of_the_best_and_of_the_baseline_are_never_the_studys_best()
     assert report.best is not None and report.best.trial_id == 8
     assert report.top_trial_ids[0] == 8 and not {20, 21} & set(report.top_trial_ids)
     assert report.n_feasible == 8
+
+
+def test_the_infeasible_fraction_is_of_the_search_not_of_its_reruns() -> None:
+    spec = make_spec()
+    search = [make_trial(i, {"learning_rate": at(LR, i / 10), "weight_decay": 0.1, "num_layers": 4},
+                         None if i < 3 else 0.3, state="DIVERGED" if i < 3 else "COMPLETED")
+              for i in range(1, 11)]
+    reruns = [make_trial(20 + s, dict(search[-1].params), 0.3, kind=kind, seed=s)
+              for s in range(5) for kind in ("rerun", "baseline")]
+    summary = infeasible_summary(trials_frame(search + reruns), spec)
+    assert summary is not None and summary.fraction == pytest.approx(0.2)  # 2 of 10, not 2 of 20

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from engine.analysis.findings import INFEASIBLE_FRACTION, Finding, num
-from engine.analysis.frames import JUDGED_STATES, hp_column, unit_positions
+from engine.analysis.frames import JUDGED_STATES, hp_column, search_trials, unit_positions
 from engine.space import ChoiceParam, Param, format_value
 from engine.spec import StudySpec
 
@@ -61,8 +61,10 @@ class InfeasibleSummary:
 
 
 def infeasible_summary(trials: pd.DataFrame, spec: StudySpec) -> InfeasibleSummary | None:
-    """The infeasible fraction of a study (None while no trial has finished)."""
-    judged = trials[trials["state"].isin(JUDGED_STATES)]
+    """The infeasible fraction of a study's search (None while no trial has finished); seed
+    reruns of its best points and of the baseline would only dilute it."""
+    searched = search_trials(trials)
+    judged = searched[searched["state"].isin(JUDGED_STATES)]
     if judged.empty:
         return None
     diverged = judged["state"] == "DIVERGED"

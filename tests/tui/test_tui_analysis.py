@@ -29,7 +29,7 @@ async def test_boundary_finding_first_and_its_axis_plot_beside_it(finished_fake,
         assert "axis plot: learning_rate (log" in str(axis.border_title)
         text = screen_text(app)
         assert "32 trials + 10 reruns · 31 results · best val_error 0.07106 (#9)" in text
-        assert "1 infeasible (2%)" in text
+        assert "1 infeasible (3%)" in text  # of the 32 search trials; reruns do not dilute it
 
 
 async def test_enter_on_a_finding_lists_the_trials_behind_it(finished_fake, app_factory) -> None:
