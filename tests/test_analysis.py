@@ -362,3 +362,25 @@ def test_the_infeasible_fraction_is_of_the_search_not_of_its_reruns() -> None:
               for s in range(5) for kind in ("rerun", "baseline")]
     summary = infeasible_summary(trials_frame(search + reruns), spec)
     assert summary is not None and summary.fraction == pytest.approx(0.2)  # 2 of 10, not 2 of 20
+
+
+def test_axis_plots_show_the_search_and_the_text_report_survives_a_baseline_outside_it() -> None:
+    """A baseline rerun with weight_decay = 0 sits outside a log range: it is no point of
+    the search's axis plot (plotext cannot place 0 on a log axis: the report crashed)."""
+    from types import SimpleNamespace
+
+    from tuneplay_tui.report_cli import build_sections, render_text
+
+    wd = RangeParam("weight_decay", 1e-6, 1e-2, "log")
+    spec = make_spec(nuisance=(LR, wd))
+    search = [make_trial(i, {"learning_rate": at(LR, i / 10), "weight_decay": at(wd, i / 10)}, 0.3 - 0.01 * i)
+              for i in range(1, 9)]
+    reruns = [make_trial(20 + s, {"learning_rate": 1e-3, "weight_decay": 0.0}, 0.2, kind="baseline", seed=s)
+              for s in range(3)]
+    reruns += [make_trial(30 + s, dict(search[-1].params), 0.22, kind="rerun", seed=s) for s in range(3)]
+    report = analyze_study(spec, trials_frame(search + reruns))
+    plot = next(p for p in report.axis_plots if p.name == "weight_decay")
+    assert set(plot.trial_ids) == set(range(1, 9)) and 0.0 not in plot.x
+    assert report.n_trials == 14 and report.n_reruns == 6
+    text = render_text(build_sections(SimpleNamespace(report=report, scaling=None), 100, False))
+    assert "8 trials + 6 reruns (14 completed)" in text and "Axis plot: weight_decay" in text

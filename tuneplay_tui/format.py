@@ -121,3 +121,9 @@ def one_line(exc: BaseException | str, limit: int = 200) -> str:
 
 def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def trials_text(report: Any) -> str:
+    """``32 trials + 10 reruns``: a study's search trials, then its seed reruns apart."""
+    search = report.n_trials - report.n_reruns
+    return f"{search} trials" + (f" + {report.n_reruns} reruns" if report.n_reruns else "")

@@ -90,12 +90,13 @@ def finding_line(x: Any) -> str:
 
 def build_sections(loaded: Any, width: int, color: bool) -> list[Section]:
     from engine.space import format_value as f
+    from tuneplay_tui.format import trials_text
 
     r = loaded.report
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(r.state_counts.items()))
     best = (f"best {r.metric} {f(r.best.value)} (trial id {r.best.trial_id}, step {f(r.best.step)})"
             if r.best else f"no completed trial with a {r.metric} yet")
-    sections = [Section(f"Study {r.study}", f"{r.n_trials} trials ({counts}) · {best}\nprotocol: {r.protocol}")]
+    sections = [Section(f"Study {r.study}", f"{trials_text(r)} ({counts}) · {best}\nprotocol: {r.protocol}")]
     lines = [finding_line(x) for x in all_findings(loaded)]
     sections.append(Section(f"Findings ({len(lines)})", "\n".join(lines) or " none"))
     sections += [_axis_section(p, width, color) for p in r.axis_plots]

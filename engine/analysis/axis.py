@@ -20,6 +20,7 @@ from engine.analysis.frames import (
     infeasible_mask,
     param_scale,
     ranked_results,
+    search_trials,
     top_k_count,
 )
 from engine.space import ChoiceParam
@@ -74,6 +75,7 @@ def axis_plot(
     param = spec.param(name)
     if param is None:
         raise ValueError(f"{name!r} is not a searched hyperparameter of study {spec.name!r}")
+    trials = search_trials(trials)  # the search's own points; seed reruns sit outside it
     col = hp_column(name)
     values = trials.get(col, pd.Series([math.nan] * len(trials), index=trials.index))
     feasible = feasible_mask(trials).to_numpy()

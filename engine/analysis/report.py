@@ -22,7 +22,7 @@ from engine.analysis.curves import DEFAULT_CURVE_TRIALS, CurveDiagnostics, curve
 from engine.analysis.density import SamplingDensity, sampling_density
 from engine.analysis.feasibility import InfeasibleSummary, infeasible_summary
 from engine.analysis.findings import NO_RESULTS, Finding, jsonable, sort_findings
-from engine.analysis.frames import HP_PREFIX, ranked_results, top_k_count
+from engine.analysis.frames import HP_PREFIX, ranked_results, search_trials, top_k_count
 from engine.analysis.isolation import IsolationPlot, isolation_plots
 from engine.spec import StudySpec
 
@@ -43,7 +43,8 @@ class StudyReport:
 
     Attributes:
         study, metric, mode, protocol: what was asked and how (``spec.protocol()``).
-        n_trials, state_counts: all trials and how many are in each state.
+        n_trials, state_counts: all trials and how many are in each state; ``n_reruns`` how
+            many of them are seed reruns (of its best points and of the baseline).
         n_feasible: completed search trials with a result; ``top_k`` how many count as best;
             ``top_trial_ids`` those, best first; ``best`` the very best.
         axis_plots: one per searched hyperparameter.
@@ -58,6 +59,7 @@ class StudyReport:
     mode: str
     protocol: str
     n_trials: int
+    n_reruns: int
     state_counts: Mapping[str, int]
     n_feasible: int
     top_k: int
@@ -115,7 +117,7 @@ def analyze_study(
     counts = trials_df["state"].value_counts()
     return StudyReport(
         study=spec.name, metric=spec.metric, mode=spec.mode, protocol=spec.protocol(),
-        n_trials=len(trials_df), state_counts={str(s): int(n) for s, n in counts.items()},
+        n_trials=len(trials_df), n_reruns=len(trials_df) - len(search_trials(trials_df)), state_counts={str(s): int(n) for s, n in counts.items()},
         n_feasible=len(ranked), top_k=k, top_trial_ids=tuple(ranked["trial_id"].iloc[:k].tolist()),
         best=_best(ranked), axis_plots=axis_plots(trials_df, spec, k), boundaries=boundaries,
         density=density, curves=curves, isolation=isolation, best_checkpoints=checkpoints,

@@ -124,9 +124,7 @@ opens it on the running screen with its curves.
         r = self.report
         best = (f" · best {r.metric} {fmt.metric(r.best.value)} (#{r.best.trial_id})"
                 if r.best else "")
-        summary = self.state.study_summary()
-        reruns = summary.reruns[1] if summary else 0  # seed reruns: not search results
-        trials = f"{r.n_trials - reruns} trials" + (f" + {reruns} reruns" if reruns else "")
+        trials = fmt.trials_text(r)
         self.query_one("#an-summary", Static).update(Content.assemble(
             f"{trials} · {r.n_feasible} results", best, " · ",
             infeasible_content(r.infeasible)))
