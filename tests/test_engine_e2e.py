@@ -181,7 +181,9 @@ note = {{ values = [{values}] }}
 
 
 def test_engine_stop_pauses_and_next_start_resumes(project: Project) -> None:
-    study = project.write("p.toml", DIGITS.format(name="pausing", steps=2500, every=50, budget=2, fuse='"off"'))
+    # long enough that neither trial can finish while `engine stop` starts up on a busy machine
+    # (2500 steps, about 3 s a trial, once raced it)
+    study = project.write("p.toml", DIGITS.format(name="pausing", steps=8000, every=100, budget=2, fuse='"off"'))
     project.tuneplay("run", str(study), "--cpu-slots", "2", check=True)
     store = project.store()
     wait_until(lambda: sum(t.steps_done >= 200 for t in store.list_trials(states=[TrialState.RUNNING])) == 2)
