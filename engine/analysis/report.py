@@ -117,7 +117,8 @@ def analyze_study(
     counts = trials_df["state"].value_counts()
     return StudyReport(
         study=spec.name, metric=spec.metric, mode=spec.mode, protocol=spec.protocol(),
-        n_trials=len(trials_df), n_reruns=len(trials_df) - len(search_trials(trials_df)), state_counts={str(s): int(n) for s, n in counts.items()},
+        n_trials=len(trials_df), n_reruns=len(trials_df) - len(search_trials(trials_df)),
+        state_counts={str(s): int(n) for s, n in counts.items()},
         n_feasible=len(ranked), top_k=k, top_trial_ids=tuple(ranked["trial_id"].iloc[:k].tolist()),
         best=_best(ranked), axis_plots=axis_plots(trials_df, spec, k), boundaries=boundaries,
         density=density, curves=curves, isolation=isolation, best_checkpoints=checkpoints,
