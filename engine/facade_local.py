@@ -18,6 +18,7 @@ from engine.spec import StudySpec, load_study, parse_study
 from engine.status import best_trial, rerun_progress
 from engine.store import open_store
 from engine.store.base import Baseline, Experiment, MetricRow, Study, Trial
+from engine.workloads.command import CommandWorkload
 
 _CONFIG_KEY = "engine.config"
 
@@ -102,8 +103,9 @@ class LocalFacade:
                  "mode": base.mode, "max_train_steps": base.max_train_steps,
                  "eval_every": max(1, base.max_train_steps // 20), "budget": 16,
                  "search": "quasi_random", "seed": 0}
-        if exp.workload.startswith("command:"):
-            study["workload"] = {"command": exp.workload[len("command:"):].split(" ")}
+        workload = ws_ops.experiment_workload(self.store, exp)
+        if isinstance(workload, CommandWorkload):  # the whole table: cwd, args, stdout…
+            study["workload"] = {k: v for k, v in workload.to_dict().items() if v or k == "args"}
         return {"study": study, "fixed": fixed,
                 "nuisance": {"learning_rate": {"low": lr / 10, "high": lr * 10, "scale": "log"}},
                 "scientific": {}}
@@ -136,7 +138,7 @@ class LocalFacade:
         exp = self.store.get_experiment(experiment_id)
         base = self.store.list_baselines(experiment_id)[-1]
         spec = StudySpec(
-            name=f"{exp.name}-baseline-v{base.version}", workload=_workload_of(exp.workload),
+            name=f"{exp.name}-baseline-v{base.version}", workload=ws_ops.experiment_workload(self.store, exp),
             metric=base.metric, mode=base.mode, max_train_steps=base.max_train_steps,
             eval_every=max(1, base.max_train_steps // 20), budget=1, experiment=exp.name,
             goal=f"Run baseline v{base.version} once", fixed=dict(base.config),
@@ -151,7 +153,7 @@ class LocalFacade:
 
         exp = self.store.get_experiment(experiment_id)
         base = self.store.list_baselines(experiment_id)[-1]
-        info = resolve_workload(_workload_of(exp.workload))
+        info = resolve_workload(ws_ops.experiment_workload(self.store, exp))
         known = info.hyperparameters
         if known is not None:
             unknown = sorted(set(config) - set(known))
@@ -166,7 +168,7 @@ class LocalFacade:
     ) -> Experiment:
         from engine.workloads.registry import resolve_workload
 
-        info = resolve_workload(_workload_of(workload))
+        info = resolve_workload(ws_ops.workload_of_ref(workload))
         exp = self.store.create_experiment(name, info.ref)
         self.store.add_baseline(exp.id, {**info.defaults(), **config}, metric, mode, max_train_steps,
                                 note="created in the app")
@@ -208,12 +210,6 @@ class LocalFacade:
         from engine.probe import probe_batch
 
         return recommend_batch_size(probe_batch(workload, max_batch=max_batch))
-
-
-def _workload_of(ref: str) -> str | tuple[str, ...]:
-    if ref.startswith("command:"):
-        return tuple(ref[len("command:"):].split(" "))
-    return ref
 
 
 def _cpu_usage() -> DeviceUsage:

@@ -16,12 +16,15 @@ from typing import Any
 
 from engine.space import SCALES, ChoiceParam, Param, RangeParam, Scalar
 from engine.workloads.base import WorkloadInfo
+from engine.workloads.command import KEYS as COMMAND_KEYS
+from engine.workloads.command import DEFAULT_ARGS, CommandConfigError, CommandWorkload, check_command
 
 SEARCH_METHODS = ("quasi_random", "bayesian")
 SCIENTIFIC_MODES = ("per_value", "joint")
 ROLES = ("scientific", "nuisance", "fixed")
 MAX_BUDGET = 100_000
 MAX_STEPS = 10**9
+MAX_GPUS_PER_TRIAL = 64
 
 
 class SpecError(ValueError):
@@ -41,7 +44,7 @@ class StudySpec:
     """A validated study: the question, its hyperparameters by role, and its protocol."""
 
     name: str
-    workload: str | tuple[str, ...]  # "builtin:x", "pkg.mod:fn", or a command argv
+    workload: str | CommandWorkload  # "builtin:x", "pkg.mod:fn", or a command
     metric: str
     mode: str
     max_train_steps: int
@@ -54,6 +57,7 @@ class StudySpec:
     scientific_mode: str = "per_value"
     fuse: str | int = "auto"
     target: float | None = None  # a metric value to reach (batch-size scaling studies)
+    gpus_per_trial: int = 1  # a slot of this many GPUs on one host runs each trial
     fixed: Mapping[str, Scalar] = field(default_factory=dict)
     nuisance: tuple[Param, ...] = ()
     scientific: tuple[Param, ...] = ()
@@ -62,8 +66,8 @@ class StudySpec:
     @property
     def workload_ref(self) -> str:
         """A one-string name for the workload (commands are shown as their argv joined)."""
-        if isinstance(self.workload, tuple):
-            return "command:" + " ".join(self.workload)
+        if isinstance(self.workload, CommandWorkload):
+            return self.workload.ref
         return self.workload
 
     @property
@@ -92,12 +96,13 @@ class StudySpec:
         """A JSON-able form, stored with the study; :func:`spec_from_dict` reverses it."""
         return {
             "name": self.name,
-            "workload": list(self.workload) if isinstance(self.workload, tuple) else self.workload,
+            "workload": self.workload.to_dict() if isinstance(self.workload, CommandWorkload) else self.workload,
             "metric": self.metric, "mode": self.mode,
             "max_train_steps": self.max_train_steps, "eval_every": self.eval_every,
             "budget": self.budget, "search": self.search, "seed": self.seed, "goal": self.goal,
             "experiment": self.experiment, "scientific_mode": self.scientific_mode,
-            "fuse": self.fuse, "target": self.target, "fixed": dict(self.fixed),
+            "fuse": self.fuse, "target": self.target, "gpus_per_trial": self.gpus_per_trial,
+            "fixed": dict(self.fixed),
             "nuisance": [_param_to_dict(p) for p in self.nuisance],
             "scientific": [_param_to_dict(p) for p in self.scientific],
             "source": self.source,
@@ -133,12 +138,12 @@ def spec_from_dict(d: Mapping[str, Any]) -> StudySpec:
     workload = d["workload"]
     return StudySpec(
         name=d["name"],
-        workload=tuple(workload) if isinstance(workload, list) else workload,
+        workload=workload if isinstance(workload, str) else CommandWorkload.from_stored(workload),
         metric=d["metric"], mode=d["mode"], max_train_steps=d["max_train_steps"],
         eval_every=d["eval_every"], budget=d["budget"], search=d["search"], seed=d["seed"],
         goal=d.get("goal", ""), experiment=d.get("experiment", ""),
         scientific_mode=d.get("scientific_mode", "per_value"), fuse=d.get("fuse", "auto"),
-        target=d.get("target"),
+        target=d.get("target"), gpus_per_trial=d.get("gpus_per_trial", 1),
         fixed=dict(d.get("fixed", {})),
         nuisance=tuple(_param_from_dict(p) for p in d.get("nuisance", [])),
         scientific=tuple(_param_from_dict(p) for p in d.get("scientific", [])),
@@ -152,7 +157,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HP_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _STUDY_KEYS = {
     "name", "workload", "goal", "metric", "mode", "max_train_steps", "eval_every", "budget",
-    "search", "seed", "scientific_mode", "fuse", "experiment", "target",
+    "search", "seed", "scientific_mode", "fuse", "experiment", "target", "gpus_per_trial",
 }
 _REQUIRED = ("name", "workload", "max_train_steps", "budget")
 _TABLES = {"study", "fixed", "nuisance", "scientific"}
@@ -305,6 +310,7 @@ def _build(ck: _Checker, data: Mapping[str, Any], study: Mapping[str, Any], reso
     search = _choice(ck, study, "search", SEARCH_METHODS, "quasi_random")
     sci_mode = _choice(ck, study, "scientific_mode", SCIENTIFIC_MODES, "per_value")
     fuse = _fuse(ck, study.get("fuse", "auto"))
+    gpus_per_trial = _int(ck, study, "gpus_per_trial", 1, MAX_GPUS_PER_TRIAL, default=1)
     target = study.get("target")
     if target is not None and (isinstance(target, bool) or not isinstance(target, (int, float))):
         raise ck.fail("study", "target", f"must be a number (the {metric} to reach), got {target!r}")
@@ -324,41 +330,74 @@ def _build(ck: _Checker, data: Mapping[str, Any], study: Mapping[str, Any], reso
         name=name, workload=workload, metric=metric, mode=mode, max_train_steps=max_steps,
         eval_every=eval_every, budget=budget, search=search, seed=seed,
         goal=study.get("goal", ""), experiment=experiment, scientific_mode=sci_mode, fuse=fuse,
-        target=None if target is None else float(target),
+        target=None if target is None else float(target), gpus_per_trial=gpus_per_trial,
         fixed=fixed, nuisance=nuisance, scientific=scientific, source=ck.path,
     )
     _check_search(ck, spec)
+    _check_command(ck, spec)
     return spec
 
 
-def _default_experiment(workload: str | tuple[str, ...]) -> str:
-    if isinstance(workload, tuple):
-        stem = Path(workload[-1]).stem if workload else "command"
+def _default_experiment(workload: str | CommandWorkload) -> str:
+    if isinstance(workload, CommandWorkload):
+        named = [t for t in workload.command[1:] if not t.startswith("-") and "{" not in t]
+        stem = Path((named or [workload.command[-1]])[0]).stem
         return re.sub(r"[^A-Za-z0-9_.-]", "-", stem)[:64] or "command"
     return re.sub(r"[^A-Za-z0-9_.-]", "-", workload.split(":", 1)[-1])[:64] or "experiment"
 
 
-def _workload_value(ck: _Checker, value: Any) -> str | tuple[str, ...]:
+def _command_fail(ck: _Checker, key: str, reason: str) -> SpecError:
+    """An error in a command workload's key: the line in ``[study.workload]``, or the
+    ``workload = {...}`` line of the inline form."""
+    line = ck.lines.of("study.workload", key) or ck.lines.of("study.workload") or ck.lines.of("study", "workload")
+    return SpecError(ck.path, f"study.workload.{key}", reason, line)
+
+
+def _workload_value(ck: _Checker, value: Any) -> str | CommandWorkload:
     if isinstance(value, str) and value.strip():
         return value.strip()
     if isinstance(value, dict):
-        extra = set(value) - {"command"}
+        extra = sorted(set(value) - set(COMMAND_KEYS))
         if extra:
-            raise ck.fail("study", "workload", f"unknown key {sorted(extra)[0]!r} (a command workload is {{ command = [...] }})")
+            raise _command_fail(ck, extra[0], f"unknown key (a command workload takes {', '.join(COMMAND_KEYS)})")
         cmd = value.get("command")
         if not isinstance(cmd, list) or not cmd or not all(isinstance(c, str) and c for c in cmd):
-            raise ck.fail("study", "workload", "command must be a non-empty list of strings")
-        return tuple(cmd)
+            raise _command_fail(ck, "command", "must be a non-empty list of strings")
+        for key in ("resume", "stdout"):
+            items = value.get(key, [])
+            if not isinstance(items, list) or not all(isinstance(c, str) and c for c in items):
+                raise _command_fail(ck, key, "must be a list of strings")
+        for key in ("cwd", "args", "bools"):
+            if key in value and not isinstance(value[key], str):
+                raise _command_fail(ck, key, f"must be a string, got {value[key]!r}")
+        base = Path(ck.path).resolve().parent
+        return CommandWorkload(
+            command=tuple(cmd), cwd=str((base / value.get("cwd", ".")).resolve()),
+            args=value.get("args", DEFAULT_ARGS), bools=value.get("bools", "lower"),
+            resume=tuple(value.get("resume", [])), stdout=tuple(value.get("stdout", [])),
+        )
     raise ck.fail("study", "workload", "must be 'builtin:NAME', 'package.module:function' or { command = [...] }")
 
 
-def _resolve(ck: _Checker, workload: str | tuple[str, ...]) -> WorkloadInfo:
+def _resolve(ck: _Checker, workload: str | CommandWorkload) -> WorkloadInfo:
     from engine.workloads.registry import WorkloadError, resolve_workload
 
     try:
         return resolve_workload(workload, base_dir=str(Path(ck.path).resolve().parent))
     except WorkloadError as exc:
+        key = getattr(exc, "key", "")
+        if key and isinstance(workload, CommandWorkload):
+            raise _command_fail(ck, key, str(exc)) from None
         raise ck.fail("study", "workload", str(exc)) from None
+
+
+def _check_command(ck: _Checker, spec: StudySpec) -> None:
+    if not isinstance(spec.workload, CommandWorkload):
+        return
+    try:
+        check_command(spec.workload, spec.hyperparameter_names, spec.metric)
+    except CommandConfigError as exc:
+        raise _command_fail(ck, exc.key, exc.reason) from None
 
 
 def _fuse(ck: _Checker, value: Any) -> str | int:

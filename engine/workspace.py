@@ -21,6 +21,7 @@ from engine.search import (
 )
 from engine.spec import StudySpec, spec_from_dict
 from engine.store.base import Experiment, NewTrial, Storage, StoreError, Study, Trial, TrialState
+from engine.workloads.command import CommandWorkload
 
 # Keys of a stored spec that may change when a study is continued from its file.
 _MUTABLE_KEYS = {"budget", "goal", "source", "fuse", "target", "base_config", "baseline_version"}
@@ -57,6 +58,25 @@ def ensure_experiment(store: Storage, spec: StudySpec) -> Experiment:
     return exp
 
 
+def workload_of_ref(ref: str) -> str | CommandWorkload:
+    """A workload from an experiment's one-string name. A command's argv is recovered by
+    splitting on spaces, which only :func:`experiment_workload`'s fallback relies on."""
+    if ref.startswith("command:"):
+        return CommandWorkload(tuple(ref[len("command:"):].split(" ")))
+    return ref
+
+
+def experiment_workload(store: Storage, exp: Experiment) -> str | CommandWorkload:
+    """The experiment's workload as its latest study ran it: for a command, the whole
+    table (argv list, cwd, args, bools, resume, stdout), never argv re-split from its name."""
+    if exp.workload.startswith("command:"):
+        for study in reversed(store.list_studies(exp.id)):
+            stored = study.spec.get("workload")
+            if not isinstance(stored, str):
+                return CommandWorkload.from_stored(stored)
+    return workload_of_ref(exp.workload)
+
+
 def _workload_defaults(spec: StudySpec) -> dict[str, Any]:
     from engine.workloads.registry import WorkloadError, resolve_workload
 
@@ -87,8 +107,13 @@ def launch_study(store: Storage, spec: StudySpec, initial_bayes: int = 4) -> Lau
 
 
 def _check_compatible(existing: Study, stored: Mapping[str, Any]) -> None:
-    old = {k: v for k, v in existing.spec.items() if k not in _MUTABLE_KEYS}
+    # read the stored spec back through the model, so keys added since it was stored
+    # compare at their defaults
+    old = {k: v for k, v in spec_from_dict(existing.spec).to_dict().items() if k not in _MUTABLE_KEYS}
     new = {k: v for k, v in stored.items() if k not in _MUTABLE_KEYS}
+    if isinstance(existing.spec.get("workload"), list):  # stored before commands had a table
+        w = new["workload"]
+        old["workload"], new["workload"] = existing.spec["workload"], w.get("command") if isinstance(w, dict) else w
     diff = sorted(k for k in set(old) | set(new) if json.dumps(old.get(k)) != json.dumps(new.get(k)))
     if diff:
         raise StudyConflict(

@@ -170,7 +170,7 @@ note = {{ values = [{values}] }}
     for t in store.list_trials():
         assert t.state == TrialState.COMPLETED, t.error
         assert t.best_value == 0.25 and t.best_step == 1
-        seen = json.loads((project.workspace / "checkpoints" / str(t.id) / "argv.json").read_text())
+        seen = json.loads((project.workspace / "checkpoints" / str(t.id) / "out" / "argv.json").read_text())
         assert seen["argv"] == [f"--note={t.params['note']}"]
         assert seen["env"]["TUNEPLAY_TRIAL_ID"] == str(t.id)
         assert seen["env"]["TUNEPLAY_SEED"] == str(t.seed)

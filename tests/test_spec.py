@@ -76,7 +76,7 @@ BAD_CASES = {
     "two_roles": (GOOD.replace('batch_size = 64', 'batch_size = 64\nlearning_rate = 0.01'), 17, "nuisance.learning_rate", "both fixed and nuisance"),
     "workload_unresolved": (GOOD.replace("builtin:digits-mlp", "builtin:nope"), 3, "study.workload", "unknown built-in workload"),
     "python_workload_missing": (GOOD.replace("builtin:digits-mlp", "no_such_pkg.train:main"), 3, "study.workload", "cannot find"),
-    "command_missing": (GOOD.replace('"builtin:digits-mlp"', '{ command = ["/no/such/exe"] }'), 3, "study.workload", "not an executable"),
+    "command_missing": (GOOD.replace('"builtin:digits-mlp"', '{ command = ["/no/such/exe"] }'), 3, "study.workload.command", "not an executable"),
     "hp_not_accepted": (GOOD.replace("batch_size = 64", "batch_size = 64\nfrobnicate = 3"), 15, "fixed.frobnicate", "does not accept"),
     "bad_toml": (GOOD.replace("budget = 16", "budget = = 16"), 9, "toml", "invalid TOML"),
     "nonfinite": (GOOD.replace("high = 1e-1", "high = inf"), 16, "nuisance.learning_rate", "non-finite"),

@@ -43,6 +43,11 @@ class MetricBuffer:
         self.last_flush = time.monotonic()
 
 
+class WorkloadFailed(RuntimeError):
+    """A trial's failure the engine diagnosed (an exit code, no metric reported): its
+    message is the whole story, shown without an exception's class name."""
+
+
 class StopReason:
     NONE = ""
     PAUSE = "pause"  # the engine is stopping: checkpoint and leave the trial PAUSED
@@ -54,13 +59,15 @@ class TrialContext:
     """One trial's view of the engine: ``report``, ``checkpoint``, ``restore``, ``should_stop``.
 
     Attributes:
-        trial_id, seed, max_train_steps, eval_every, device, params: what the workload needs.
+        trial_id, seed, max_train_steps, eval_every, device, gpus, params: what the workload
+        needs (``gpus``: how many GPUs the trial has, 0 on a CPU).
     """
 
     def __init__(
         self, store: Storage, trial: Trial, metric: str, mode: str, eval_every: int,
         checkpoint_dir: Path, device: str, writer: CheckpointWriter | None = None,
         metrics: MetricBuffer | None = None, first_persist: float = FIRST_PERSIST_SECONDS,
+        gpus: int = 0,
     ) -> None:
         self.store = store
         self.writer = writer
@@ -69,6 +76,7 @@ class TrialContext:
         self.max_train_steps = trial.max_train_steps
         self.eval_every = eval_every
         self.device = device
+        self.gpus = gpus  # GPUs the trial may use (0 on a CPU): torchrun --nproc_per_node
         self.params = dict(trial.params)
         self.metric, self.mode = metric, mode
         self.checkpoint_dir = checkpoint_dir

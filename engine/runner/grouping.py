@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.spec import StudySpec
 from engine.store.base import NewTrial
+from engine.workloads.command import CommandWorkload
 
 # Built-in workloads with a fused trainer (engine.workloads.fused.FUSED), and what must be
 # equal within a group besides their shape keys.
@@ -28,7 +29,8 @@ CPU_AUTO_GROUP = 8
 
 def group_key(spec: StudySpec, base_config: Mapping[str, Any], params: Mapping[str, Any], max_train_steps: int) -> str:
     """The fusion group of one trial ("" when it must run alone)."""
-    if spec.fuse == "off" or spec.fuse == 1 or isinstance(spec.workload, tuple):
+    if (spec.fuse == "off" or spec.fuse == 1 or isinstance(spec.workload, CommandWorkload)
+            or spec.gpus_per_trial > 1):
         return ""
     from engine.workloads.registry import WorkloadError, resolve_workload
 

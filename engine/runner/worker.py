@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from engine.runner.checkpoint_writer import CheckpointWriter
-from engine.runner.context import PERSIST_SECONDS, MetricBuffer, StopReason, TrialContext
+from engine.runner.context import PERSIST_SECONDS, MetricBuffer, StopReason, TrialContext, WorkloadFailed
 from engine.runner.grouping import group_size
 from engine.runner.saver import SaverPool, savers_for
 from engine.spec import spec_from_dict
 from engine.store import open_store
 from engine.store.base import Storage, Study, Trial, TrialProgress, TrialState
+from engine.workloads.command import CommandWorkload
 from engine.workloads.registry import WorkloadError, load_train_function, resolve_workload
 
 HEARTBEAT_SECONDS = 1.0
@@ -52,6 +53,9 @@ class Worker:
         self.device = device
         self.label = label or device
         self.group_size = group_size
+        # the GPUs of this worker's slot (CUDA_VISIBLE_DEVICES as the engine set it)
+        self.gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()] \
+            if device.startswith("cuda") else []
         self.stopping = False
         self.current: list[TrialContext] = []
         self.finishing: list[TrialContext] = []  # trained; waiting for their checkpoints to be written
@@ -125,6 +129,7 @@ class Worker:
         ctx = TrialContext(
             self.store, trial, spec.metric, spec.mode, spec.eval_every,
             self.workspace / "checkpoints" / str(trial.id), self.device, self.writer,
+            gpus=min(spec.gpus_per_trial, len(self.gpus)),
         )
         self._restore_best(ctx, trial)
         self.current = [ctx]
@@ -132,12 +137,14 @@ class Worker:
         error, state = "", TrialState.COMPLETED
         try:
             hp = {**study.spec.get("base_config", {}), **trial.params}
-            if isinstance(spec.workload, tuple):
+            if isinstance(spec.workload, CommandWorkload):
                 from engine.runner.command import run_command
 
-                run_command(spec.workload, hp, ctx, self.workspace)
+                run_command(spec.workload, hp, ctx, self.workspace, trial.attempt, trial.steps_done)
             else:
                 self._function(spec.workload)(hp, ctx)
+                if not ctx.should_stop() and ctx.best_value is None:
+                    raise WorkloadFailed(f"reported no {spec.metric} (the study's metric)")
         except Exception as exc:  # a workload's bug ends its trial, never the worker
             state, error = TrialState.FAILED, _error_text(exc)
             log.error("trial %s failed:\n%s", trial.id, traceback.format_exc())
@@ -156,7 +163,7 @@ class Worker:
                 self.store, trial, spec.metric, spec.mode, spec.eval_every,
                 self.workspace / "checkpoints" / str(trial.id), self.device, self.writer, shared,
                 # a group's first save is one write per trial: not before the usual interval
-                first_persist=PERSIST_SECONDS,
+                first_persist=PERSIST_SECONDS, gpus=min(1, len(self.gpus)),
             )
             self._restore_best(ctx, trial)
             contexts.append(ctx)
@@ -320,7 +327,7 @@ def _fused_available() -> bool:
 
 
 def _error_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    text = str(exc) if isinstance(exc, WorkloadFailed) else f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 2000 else text[:2000] + "…"
 
 

@@ -6,7 +6,7 @@ Three forms:
   and read with ``ast`` (never executed here), so validation stays fast and side-effect free.
   A module-level ``HYPERPARAMETERS`` literal (dict of name -> default, or list of names)
   declares what the function accepts; without one it accepts any name.
-- a command argv (tuple) — any executable; hyperparameters arrive as ``--name=value``.
+- a :class:`CommandWorkload` — any executable; hyperparameters arrive as argv tokens.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.workloads.base import HParamInfo, WorkloadInfo
+from engine.workloads.command import CommandWorkload
 
 _ENTRY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
 
@@ -30,10 +31,20 @@ _ENTRY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
 class WorkloadError(ValueError):
     """A workload reference that does not resolve; the message says why in one line."""
 
+    key = ""
 
-def resolve_workload(workload: str | tuple[str, ...], base_dir: str | None = None) -> WorkloadInfo:
+
+class CommandError(WorkloadError):
+    """A command workload that cannot run as written; ``key`` names the key at fault."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(reason)
+        self.key = key
+
+
+def resolve_workload(workload: str | CommandWorkload, base_dir: str | None = None) -> WorkloadInfo:
     """Resolve ``workload`` (as written in a study file) or raise :class:`WorkloadError`."""
-    if isinstance(workload, tuple):
+    if isinstance(workload, CommandWorkload):
         return _resolve_command(workload, base_dir)
     if workload.startswith("builtin:"):
         return _resolve_builtin(workload)
@@ -144,17 +155,29 @@ def _kind(value: Any) -> str:
     return "any"
 
 
-def _resolve_command(argv: tuple[str, ...], base_dir: str | None) -> WorkloadInfo:
-    exe = argv[0]
-    found = shutil.which(exe) if os.sep not in exe else (exe if os.access(exe, os.X_OK) else None)
-    if found is None and base_dir and os.sep in exe:
-        candidate = os.path.join(base_dir, exe)
-        found = candidate if os.access(candidate, os.X_OK) else None
-    if found is None:
-        raise WorkloadError(f"command {exe!r} is not an executable on PATH")
+def _resolve_command(workload: CommandWorkload, base_dir: str | None) -> WorkloadInfo:
+    """The program must exist where it will run: ``cwd`` (the study file's folder unless
+    set), so validation and the worker agree. A script named after an interpreter
+    (``python train.py``) must exist there too."""
+    cwd = workload.cwd or base_dir or os.getcwd()
+    if not os.path.isdir(cwd):
+        raise CommandError("cwd", f"{cwd} is not a folder")
+    exe = workload.command[0]
+    if "{" not in exe:
+        if os.sep in exe:
+            path = os.path.join(cwd, exe)
+            if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+                where = "" if os.path.isabs(exe) else f" in {cwd} (the command runs there)"
+                raise CommandError("command", f"{exe!r} is not an executable file{where}")
+        elif shutil.which(exe) is None:
+            raise CommandError("command", f"command {exe!r} is not an executable on PATH")
+    for token in workload.command[1:]:
+        if token.endswith((".py", ".sh")) and not token.startswith("-") and "{" not in token:
+            if not os.path.isfile(os.path.join(cwd, token)):
+                raise CommandError("command", f"{token!r} is not a file in {cwd} (the command runs there)")
     return WorkloadInfo(
-        ref="command:" + " ".join(argv), kind="command", command=argv,
-        description="command " + " ".join(argv),
+        ref=workload.ref, kind="command", command=workload.command,
+        description="command " + " ".join(workload.command),
     )
 
 
