@@ -16,8 +16,13 @@ from typing import Any
 
 from engine.space import SCALES, ChoiceParam, Param, RangeParam, Scalar
 from engine.workloads.base import WorkloadInfo
+from engine.workloads.command import (
+    DEFAULT_ARGS,
+    CommandConfigError,
+    CommandWorkload,
+    check_command,
+)
 from engine.workloads.command import KEYS as COMMAND_KEYS
-from engine.workloads.command import DEFAULT_ARGS, CommandConfigError, CommandWorkload, check_command
 
 SEARCH_METHODS = ("quasi_random", "bayesian")
 SCIENTIFIC_MODES = ("per_value", "joint")

@@ -72,7 +72,7 @@ def experiment_workload(store: Storage, exp: Experiment) -> str | CommandWorkloa
     if exp.workload.startswith("command:"):
         for study in reversed(store.list_studies(exp.id)):
             stored = study.spec.get("workload")
-            if not isinstance(stored, str):
+            if isinstance(stored, (list, dict)):
                 return CommandWorkload.from_stored(stored)
     return workload_of_ref(exp.workload)
 

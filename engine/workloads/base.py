@@ -55,6 +55,7 @@ class QuietTrial:
     def __init__(self, max_train_steps: int, eval_every: int, seed: int = 0, device: str = "cpu") -> None:
         self.max_train_steps, self.eval_every = max_train_steps, eval_every
         self.seed, self.device, self.trial_id = seed, device, -1
+        self.gpus = 1 if device.startswith("cuda") else 0
         self.params: dict[str, Any] = {}
 
     def report(self, step: int, **metrics: float) -> None:

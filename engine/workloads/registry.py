@@ -172,9 +172,9 @@ def _resolve_command(workload: CommandWorkload, base_dir: str | None) -> Workloa
         elif shutil.which(exe) is None:
             raise CommandError("command", f"command {exe!r} is not an executable on PATH")
     for token in workload.command[1:]:
-        if token.endswith((".py", ".sh")) and not token.startswith("-") and "{" not in token:
-            if not os.path.isfile(os.path.join(cwd, token)):
-                raise CommandError("command", f"{token!r} is not a file in {cwd} (the command runs there)")
+        script = token.endswith((".py", ".sh")) and not token.startswith("-") and "{" not in token
+        if script and not os.path.isfile(os.path.join(cwd, token)):
+            raise CommandError("command", f"{token!r} is not a file in {cwd} (the command runs there)")
     return WorkloadInfo(
         ref=workload.ref, kind="command", command=workload.command,
         description="command " + " ".join(workload.command),
