@@ -6,11 +6,15 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import signal
 import sys
+import time
 
 import pandas as pd
 import pytest
 
+from engine.runner.daemon import engine_pid
 from engine.store.base import TrialState
 from tests.conftest import ROOT, Project, wait_until
 
@@ -166,3 +170,54 @@ mode = {{ values = [{values}] }}
         seen = json.loads((project.workspace / "checkpoints" / str(t.id) / "out" / "argv.json").read_text())
         assert seen == [f"--out={project.workspace / 'checkpoints' / str(t.id) / 'out'}", f"--mode={value}"]
         assert t.state == TrialState.COMPLETED
+
+
+SLOW = '''
+import os, sys, time
+out = sys.argv[1].split("=", 1)[1]
+with open(os.path.join(out, f"pid.{os.getpid()}"), "w") as fh:
+    fh.write(str(os.getpid()))
+for step in range(400):  # quiet after step 4: a dead reader's pipe does not stop it
+    if step < 5 or step == 399:
+        print(f"step {step} val_loss {1.0 / (step + 1)}")
+    time.sleep(0.05)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_9_of_the_engine_leaves_no_second_copy_of_a_trials_program(project: Project) -> None:
+    project.write("slow.py", SLOW)
+    path = project.write("o.toml", f"""\
+[study]
+name = "orphan"
+metric = "val_loss"
+max_train_steps = 400
+eval_every = 1
+budget = 1
+[study.workload]
+command = [{json.dumps(sys.executable)}, "slow.py", "--out={{checkpoint_dir}}"]
+stdout = ['^step (?P<step>\\d+) val_loss (?P<val_loss>\\S+)']
+""")
+    project.tuneplay("run", str(path), "--cpu-slots", "1", check=True)
+    store = project.store()
+    wait_until(lambda: any(t.steps_done >= 5 for t in store.list_trials(states=[TrialState.RUNNING])), timeout=120)
+    out = project.workspace / "checkpoints" / "1" / "out"
+    (first,) = [int(p.read_text()) for p in out.glob("pid.*")]
+    pid = engine_pid(project.workspace)
+    assert pid and pid > 0
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1.0)
+    assert _alive(first)  # its own session: the worker's death does not reach it
+    project.tuneplay("engine", "start", "--cpu-slots", "1", check=True)
+    wait_until(lambda: len(list(out.glob("pid.*"))) == 2, timeout=60)  # the second attempt runs
+    assert not _alive(first)  # and the first one's program was ended before it started
+    wait_until(lambda: store.get_trial(1).state.is_finished(), timeout=120)
+    trial = store.get_trial(1)
+    assert trial.state == TrialState.COMPLETED and trial.attempt == 2, trial.error

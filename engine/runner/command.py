@@ -80,7 +80,12 @@ def run_command(
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
         )
         reader.log = log_fh
-        _follow(proc, reader, metrics_path, ctx)
+        record = _record_process(ctx.checkpoint_dir, proc.pid)
+        try:
+            _follow(proc, reader, metrics_path, ctx)
+        finally:
+            _signal(proc, signal.SIGKILL)  # whatever it left behind in its session
+            record.unlink(missing_ok=True)
     code = proc.returncode
     if ctx.should_stop():
         return
@@ -90,6 +95,57 @@ def run_command(
         hint = "" if workload.stdout else "; to read it from what the program prints, give [study.workload] stdout patterns"
         raise CommandFailed(f"reported no {ctx.metric}; last output line: "
                             f"{reader.last_line!r} (log: {log_path}){hint}")
+
+
+PROCESS_FILE = "command.json"
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat):
+    with the pid, it names one process, never a later one that reused the pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _record_process(trial_dir: Path, pid: int) -> Path:
+    """Write which process group runs the trial's program, so an engine that starts after
+    this worker was killed (kill -9 of the engine) can end it: it runs in a session of its
+    own and would otherwise train on beside the next attempt."""
+    path = trial_dir / PROCESS_FILE
+    tmp = path.with_name(f".{PROCESS_FILE}.{os.getpid()}")
+    tmp.write_text(json.dumps({"pgid": pid, "start": _start_time(pid)}))
+    os.replace(tmp, path)
+    return path
+
+
+def end_orphans(checkpoints: Path) -> list[int]:
+    """End the programs of command trials whose worker is gone; call it before any worker
+    starts. Returns the process groups signalled."""
+    return [pgid for path in checkpoints.glob(f"*/{PROCESS_FILE}") if (pgid := end_orphan(path.parent))]
+
+
+def end_orphan(trial_dir: Path) -> int | None:
+    """End the program recorded in ``trial_dir`` (its worker died). The group is signalled
+    only while its leader is still the very process recorded (same pid and start time)."""
+    path = trial_dir / PROCESS_FILE
+    try:
+        record = json.loads(path.read_text())
+        pgid, start = int(record["pgid"]), record["start"]
+    except (OSError, ValueError, KeyError, TypeError):
+        path.unlink(missing_ok=True)
+        return None
+    ended = None
+    if start is not None and _start_time(pgid) == start:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            ended = pgid
+        except (ProcessLookupError, PermissionError):
+            pass
+    path.unlink(missing_ok=True)
+    return ended
 
 
 def _prepare_output(out: Path, attempt: int) -> bool:
