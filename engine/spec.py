@@ -63,6 +63,7 @@ class StudySpec:
     fuse: str | int = "auto"
     target: float | None = None  # a metric value to reach (batch-size scaling studies)
     gpus_per_trial: int = 1  # a slot of this many GPUs on one host runs each trial
+    workload_dir: str = ""  # where a Python entry point imports from (the study file's folder)
     fixed: Mapping[str, Scalar] = field(default_factory=dict)
     nuisance: tuple[Param, ...] = ()
     scientific: tuple[Param, ...] = ()
@@ -107,6 +108,7 @@ class StudySpec:
             "budget": self.budget, "search": self.search, "seed": self.seed, "goal": self.goal,
             "experiment": self.experiment, "scientific_mode": self.scientific_mode,
             "fuse": self.fuse, "target": self.target, "gpus_per_trial": self.gpus_per_trial,
+            "workload_dir": self.workload_dir,
             "fixed": dict(self.fixed),
             "nuisance": [_param_to_dict(p) for p in self.nuisance],
             "scientific": [_param_to_dict(p) for p in self.scientific],
@@ -149,6 +151,7 @@ def spec_from_dict(d: Mapping[str, Any]) -> StudySpec:
         goal=d.get("goal", ""), experiment=d.get("experiment", ""),
         scientific_mode=d.get("scientific_mode", "per_value"), fuse=d.get("fuse", "auto"),
         target=d.get("target"), gpus_per_trial=d.get("gpus_per_trial", 1),
+        workload_dir=d.get("workload_dir", ""),
         fixed=dict(d.get("fixed", {})),
         nuisance=tuple(_param_from_dict(p) for p in d.get("nuisance", [])),
         scientific=tuple(_param_from_dict(p) for p in d.get("scientific", [])),
@@ -225,12 +228,37 @@ def load_study(path: str | Path, resolve: bool = True) -> StudySpec:
     """
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except FileNotFoundError:
         raise SpecError(str(path), "", "no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), "", f"cannot read: {exc}") from None
-    return parse_study(text, str(path), resolve=resolve)
+    except OSError as exc:
+        raise SpecError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
+    return parse_study(_decode(data, str(path)), str(path), resolve=resolve)
+
+
+def _decode(data: bytes, path: str) -> str:
+    """UTF-8 text; a byte-order mark (as some editors save) is dropped, and anything else
+    is named by its line and column, not by a byte offset."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise SpecError(path, "", f"not UTF-8 text: byte 0x{data[exc.start]:02x} at column {column}; "
+                        "save the file as UTF-8", line) from None
+
+
+def line_of(path: str, dotted_key: str) -> int | None:
+    """The line ``dotted_key`` (``study.experiment``) is written on in the file, if found."""
+    try:
+        text = _decode(Path(path).read_bytes(), path)
+    except (OSError, SpecError):
+        return None
+    table, _, key = dotted_key.rpartition(".")
+    return _Lines(text).of(table or None, key)
 
 
 def parse_study(text: str, path: str = "<study>", resolve: bool = True) -> StudySpec:
@@ -336,6 +364,7 @@ def _build(ck: _Checker, data: Mapping[str, Any], study: Mapping[str, Any], reso
         eval_every=eval_every, budget=budget, search=search, seed=seed,
         goal=study.get("goal", ""), experiment=experiment, scientific_mode=sci_mode, fuse=fuse,
         target=None if target is None else float(target), gpus_per_trial=gpus_per_trial,
+        workload_dir=info.source_dir if info is not None else "",
         fixed=fixed, nuisance=nuisance, scientific=scientific, source=ck.path,
     )
     _check_search(ck, spec)
@@ -348,7 +377,11 @@ def _default_experiment(workload: str | CommandWorkload) -> str:
         named = [t for t in workload.command[1:] if not t.startswith("-") and "{" not in t]
         stem = Path((named or [workload.command[-1]])[0]).stem
         return re.sub(r"[^A-Za-z0-9_.-]", "-", stem)[:64] or "command"
-    return re.sub(r"[^A-Za-z0-9_.-]", "-", workload.split(":", 1)[-1])[:64] or "experiment"
+    if workload.startswith("builtin:"):
+        name = workload.split(":", 1)[1]
+    else:  # "pkg.mymodel:train" -> "mymodel": functions are often all called train
+        name = workload.split(":", 1)[0].rsplit(".", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:64] or "experiment"
 
 
 def _command_fail(ck: _Checker, key: str, reason: str) -> SpecError:

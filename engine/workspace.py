@@ -24,7 +24,8 @@ from engine.store.base import Experiment, NewTrial, Storage, StoreError, Study, 
 from engine.workloads.command import CommandWorkload
 
 # Keys of a stored spec that may change when a study is continued from its file.
-_MUTABLE_KEYS = {"budget", "goal", "source", "fuse", "target", "base_config", "baseline_version"}
+_MUTABLE_KEYS = {"budget", "goal", "source", "fuse", "target", "base_config", "baseline_version",
+                 "workload_dir"}
 
 
 class StudyConflict(StoreError):
@@ -81,7 +82,7 @@ def _workload_defaults(spec: StudySpec) -> dict[str, Any]:
     from engine.workloads.registry import WorkloadError, resolve_workload
 
     try:
-        return resolve_workload(spec.workload).defaults()
+        return resolve_workload(spec.workload, base_dir=spec.workload_dir or None).defaults()
     except WorkloadError:
         return {}
 

@@ -251,3 +251,33 @@ x = { low = 0.0, high = 1.0 }
     assert all(t.state == TrialState.COMPLETED for t in trials) and len({t.group_key for t in trials}) == 1
     groups = {r.value for r in store.read_metrics(names=["group"])}
     assert groups == {4.0}
+
+
+BESIDE = '''
+HYPERPARAMETERS = {"x": 0.5}
+
+
+def train(hp, trial):
+    for step in range(trial.max_train_steps):
+        trial.report(step, val_error=hp["x"] + 1.0 / (step + 1))
+'''
+
+
+def test_a_python_workload_beside_its_study_file_runs_from_any_folder(project: Project) -> None:
+    (project.path / "sub").mkdir()
+    project.write("sub/besidetrain.py", BESIDE)
+    study = project.write("sub/b.toml", """\
+[study]
+name = "beside"
+workload = "besidetrain:train"
+max_train_steps = 3
+eval_every = 1
+budget = 2
+[nuisance]
+x = { low = 0.0, high = 1.0 }
+""")
+    assert project.tuneplay("validate", str(study)).returncode == 0
+    project.tuneplay("run", "sub/b.toml", "--wait", "--cpu-slots", "1", check=True)  # from the parent folder
+    trials = project.store().list_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETED] * 2, [t.error for t in trials]
+    assert project.store().find_experiment("besidetrain") is not None

@@ -141,3 +141,23 @@ def test_joint_mode_allows_scientific_range(tmp_path: Path) -> None:
         load_study(write(tmp_path, text))
     spec = load_study(write(tmp_path, text.replace('seed = 0', 'seed = 0\nscientific_mode = "joint"'), "j.toml"))
     assert spec.scientific_mode == "joint"
+
+
+def test_a_byte_order_mark_is_accepted_and_other_encodings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert load_study(bom).name == "digits-mlp-lr"
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(GOOD.replace('goal = "', 'goal = "caf\xe9 ').encode("latin-1"))
+    code, err = run_validate(latin, capsys)
+    assert code == 2
+    line = next(i for i, ln in enumerate(GOOD.splitlines(), 1) if ln.startswith("goal"))
+    assert err.startswith(f"{latin}:{line}: not UTF-8 text: byte 0xe9 at column ") and "save the file as UTF-8" in err
+
+
+def test_default_experiment_names_come_from_the_module_not_the_function(tmp_path: Path) -> None:
+    for module in ("raiser", "nometric"):
+        (tmp_path / f"{module}.py").write_text("def train(hp, trial):\n    pass\n")
+    text = '[study]\nname = "a"\nworkload = "{}:train"\nmax_train_steps = 5\nbudget = 1\n'
+    names = {load_study(write(tmp_path, text.format(m), f"{m}.toml")).experiment for m in ("raiser", "nometric")}
+    assert names == {"raiser", "nometric"}

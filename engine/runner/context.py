@@ -72,6 +72,7 @@ class TrialContext:
         self.store = store
         self.writer = writer
         self.trial_id = trial.id
+        self.attempt = trial.attempt
         self.seed = trial.seed
         self.max_train_steps = trial.max_train_steps
         self.eval_every = eval_every
@@ -189,9 +190,13 @@ class TrialContext:
         self.store.record_checkpoint(Checkpoint(self.trial_id, kind, step, str(path), value, time.time()))
 
     def restore(self, model: Any = None, optimizer: Any = None, **extra: Any) -> int:
-        """Load the latest checkpoint into the given objects; return the step to start from."""
-        path = self.checkpoint_dir / "latest.pt"
-        if not path.exists():
+        """Load the latest checkpoint into the given objects; return the step to start from.
+
+        Only a checkpoint the store records for this trial counts, and only from its second
+        attempt on: a ``latest.pt`` found on a first attempt belongs to another workspace's
+        trial of the same id (a copied folder, a deleted database) and is never resumed."""
+        path = self._recorded_latest()
+        if path is None:
             return 0
         import torch
 
@@ -209,6 +214,15 @@ class TrialContext:
         self.resumed_from = int(state["step"]) + 1
         log.info("trial %s resumes at step %d from its checkpoint", self.trial_id, self.resumed_from)
         return self.resumed_from
+
+    def _recorded_latest(self) -> Path | None:
+        if self.attempt <= 1:
+            return None
+        records = [c for c in self.store.get_checkpoints(self.trial_id) if c.kind == "latest"]
+        path = self.checkpoint_dir / "latest.pt"
+        if not records or not path.exists():
+            return None
+        return path
 
     def finish(self) -> None:
         """Flush everything still in memory (metrics and a pending best checkpoint)."""

@@ -35,7 +35,7 @@ def group_key(spec: StudySpec, base_config: Mapping[str, Any], params: Mapping[s
     from engine.workloads.registry import WorkloadError, resolve_workload
 
     try:
-        info = resolve_workload(spec.workload)
+        info = resolve_workload(spec.workload, base_dir=spec.workload_dir or None)
     except WorkloadError:
         return ""
     if spec.workload_ref not in FUSABLE and not info.fusable:

@@ -41,6 +41,7 @@ class WorkloadInfo:
     default_mode: str = "min"
     fusable: bool = False  # a fused trainer exists (built-in, or @fused_with on a Python entry)
     fuse_keys: tuple[str, ...] | None = None  # must be equal within a fused group (None: non-floats)
+    source_dir: str = ""  # the sys.path entry a Python entry point was found under
 
     def defaults(self) -> dict[str, Any]:
         if not self.hyperparameters:

@@ -101,7 +101,15 @@ def _resolve_python(ref: str, base_dir: str | None) -> WorkloadInfo:
     return WorkloadInfo(
         ref=ref, kind="python", entry=ref, hyperparameters=_declared_hps(tree, spec.origin),
         description=f"Python entry point {ref}", fusable=fusable, fuse_keys=fuse_keys,
+        source_dir=_import_root(spec.origin, module),
     )
+
+
+def _import_root(origin: str, module: str) -> str:
+    """The folder to put on sys.path for ``module`` (whose file is ``origin``) to import:
+    workers import it from there whatever folder the engine was started in."""
+    depth = module.count(".") + (1 if Path(origin).name == "__init__.py" else 0)
+    return str(Path(origin).resolve().parents[depth])
 
 
 def _fusion_declared(tree: ast.Module, func: str) -> tuple[bool, tuple[str, ...] | None]:
@@ -184,6 +192,7 @@ def _resolve_command(workload: CommandWorkload, base_dir: str | None) -> Workloa
 def load_train_function(info: WorkloadInfo) -> Callable[..., Any]:
     """Import the training function of a builtin or Python workload (this may import torch)."""
     module, func = info.entry.split(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    for folder in (os.getcwd(), info.source_dir):
+        if folder and folder not in sys.path:
+            sys.path.insert(0, folder)
     return getattr(importlib.import_module(module), func)
