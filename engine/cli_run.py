@@ -23,7 +23,12 @@ def register(sub: Any) -> None:
     _slot_args(p)
     p.set_defaults(handler=cmd_engine)
 
-    p = sub.add_parser("export", help="one row per trial (or per curve point with --curves)")
+    p = sub.add_parser("export", help="one row per trial (or per curve point with --curves)",
+                       description="One row per trial: its fields (id, number, state, kind, seed, "
+                       "best_value, best_step, steps_done, max_train_steps, wall_time, attempt, "
+                       "device, error) and one column per hyperparameter. A hyperparameter named "
+                       "like a field is written as hp.NAME (e.g. hp.device), so every column "
+                       "name is unique.")
     p.add_argument("study", metavar="STUDY")
     p.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
     p.add_argument("--curves", action="store_true", help="one row per (trial, step, metric)")
@@ -48,6 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.workspace import StudyConflict, launch_study
 
     spec = load_study(args.file)
+    _check_gpus(args.file, spec.gpus_per_trial)
     ws = workspace_dir(args)
     store = open_store(ws)
     try:
@@ -62,6 +68,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.wait:
         return wait_for_study(store, launch.study.id)
     return 0
+
+
+def _check_gpus(path: str, gpus_per_trial: int) -> None:
+    """Refuse, before storing anything, a study whose trials no slot of this host could run
+    (the engine would only fail them)."""
+    from engine.runner.slots import GPUS_PER_TRIAL_KEY, gpus_shortfall
+    from engine.spec import SpecError
+
+    shortfall = gpus_shortfall(gpus_per_trial)
+    if shortfall:
+        raise SpecError(path, GPUS_PER_TRIAL_KEY, shortfall)
 
 
 def wait_for_study(store: Any, study_id: int, poll: float = 0.5) -> int:

@@ -5,6 +5,11 @@ workspace), keeps one warm worker process per slot, replaces workers that die (f
 trial a dead worker held, with the signal that killed it), resumes trials whose heartbeat
 went stale, tops up Bayesian studies as results arrive, and on SIGTERM asks every worker to
 checkpoint and leave its trial PAUSED, to be resumed by the next engine.
+
+Slots are as wide as the widest study with work left needs (``gpus_per_trial``): when queued
+trials need other slots, the engine waits until no trial runs (workers stop claiming once
+the oldest queued trial is too wide for them), then replaces its workers. Trials needing more
+GPUs than the host has end FAILED at once, saying why, instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -23,14 +28,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.runner.checkpoint_writer import remove_orphans
-from engine.runner.slots import Slot, plan_slots
+from engine.runner.slots import HostSlots, Slot
 from engine.store import open_store
-from engine.store.base import Storage, TrialProgress, TrialState
+from engine.store.base import Storage, Study, Trial, TrialProgress, TrialState
 
 STALE_SECONDS = 5.0  # a live worker beats every second
 LOOP_SECONDS = 0.2
 STOP_TIMEOUT_SECONDS = 60.0
 MAX_ATTEMPTS = 5
+FIT_SECONDS = 1.0  # how often the engine checks that its slots fit the studies with work left
+ACTIVE_STATES = (TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED)
 log = logging.getLogger("tuneplay.engine")
 
 
@@ -81,14 +88,44 @@ def engine_pid(workspace: Path) -> int | None:
     return None
 
 
-class Engine:
-    """Supervises workers for one workspace."""
+def study_width(study: Study) -> int:
+    """A stored study's ``gpus_per_trial`` (studies stored before the key existed: 1)."""
+    return int(study.spec.get("gpus_per_trial", 1) or 1)
 
-    def __init__(self, store: Storage, workspace: Path, slots: Sequence[Slot], lock: EngineLock | None = None) -> None:
+
+def wide_studies(store: Storage) -> dict[int, int]:
+    """``gpus_per_trial`` of each study wider than one GPU that has QUEUED, RUNNING or PAUSED
+    trials (cheap in the usual case: one read of the studies, none of them wide)."""
+    wide = [s for s in store.list_studies() if study_width(s) > 1]
+    return {s.id: study_width(s) for s in wide if store.list_trials(s.id, states=ACTIVE_STATES)}
+
+
+def planned_width(store: Storage, host: HostSlots) -> int:
+    """The slot width the engine plans: the widest study with work left that fits the host."""
+    return _fitting_width(wide_studies(store), host)
+
+
+def _fitting_width(widths: dict[int, int], host: HostSlots) -> int:
+    return max([1, *(w for w in widths.values() if host.problem(w) is None)])
+
+
+class Engine:
+    """Supervises workers for one workspace.
+
+    ``host`` says how to plan slots of another width; without it, the engine replans from
+    what ``slots`` show of the host (their GPUs, or their number of CPU slots).
+    """
+
+    def __init__(
+        self, store: Storage, workspace: Path, slots: Sequence[Slot], lock: EngineLock | None = None,
+        host: HostSlots | None = None,
+    ) -> None:
         self.lock = lock
         self.store = store
         self.workspace = workspace
         self.slots = list(slots)
+        self.host = host if host is not None else HostSlots.holding(self.slots)
+        self.width = max((s.width for s in self.slots), default=1)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
 
@@ -98,8 +135,16 @@ class Engine:
             log.info("removed %d half-written checkpoint files of killed workers", orphans)
         resumed = self.store.requeue_stale(time.time() - STALE_SECONDS)
         paused = self._resume_paused()
+        widths = wide_studies(self.store)
+        self._fail_unfit(widths)
+        width = _fitting_width(widths, self.host)
+        if width != self.width:  # no worker yet: just plan other slots
+            self.slots, self.width = self.host.plan(width), width
         log.info("engine up: %d slots (%s); resumed %d stale and %d paused trials",
                  len(self.slots), ", ".join(s.name for s in self.slots), len(resumed), paused)
+        self._spawn_all()
+
+    def _spawn_all(self) -> None:
         self.store.set_meta("engine.slots", json.dumps([s.name for s in self.slots]))
         for slot in self.slots:
             self._spawn(slot)
@@ -123,7 +168,7 @@ class Engine:
         self.workers[slot.name] = proc
 
     def loop(self) -> None:
-        last_stale_check = 0.0
+        last_stale_check = last_fit = 0.0
         while not self.stopping:
             if self.lock is not None and not self.lock.still_ours():
                 log.error("the workspace %s was removed or replaced; stopping", self.workspace)
@@ -136,6 +181,9 @@ class Engine:
                     log.info("trial %s: heartbeat went stale; requeued to resume", trial.id)
                 last_stale_check = time.time()
             self._top_up_bayesian()
+            if time.time() - last_fit > FIT_SECONDS:  # after the top-up: its new trials count
+                self._fit_slots()
+                last_fit = time.time()
             time.sleep(LOOP_SECONDS)
         self._shutdown()
 
@@ -156,6 +204,42 @@ class Engine:
             if not self.stopping:
                 self._spawn(slot)
 
+    def _fit_slots(self) -> None:
+        """Fail trials this host cannot hold; replan once no trial runs if the studies with
+        work left need slots of another width (wider ones, or narrow again when they are done)."""
+        widths = wide_studies(self.store)
+        self._fail_unfit(widths)
+        width = _fitting_width(widths, self.host)
+        if width == self.width or self.store.list_trials(states=[TrialState.RUNNING]):
+            return
+        self._replan(width)
+
+    def _fail_unfit(self, widths: dict[int, int]) -> None:
+        """Queued trials needing more GPUs than the host has would wait forever: end them FAILED."""
+        for study_id, width in widths.items():
+            reason = self.host.problem(width)
+            if reason is None:
+                continue
+            queued = self.store.list_trials(study_id, states=[TrialState.QUEUED])
+            done = self.store.finish_trials([(t.id, _failed(t, reason)) for t in queued])
+            if done:
+                log.warning("study %d: %d trials failed: %s", study_id, len(done), reason)
+
+    def _replan(self, width: int) -> None:
+        """Replace the (idle) workers by workers on slots of ``width`` GPUs."""
+        old = {slot.name for slot in self.slots}
+        paused_before = {t.id for t in self.store.list_trials(states=[TrialState.PAUSED])}
+        self._stop_workers()
+        # a worker may have claimed a trial just before its stop: that trial goes back to the queue
+        caught = [t.id for t in self.store.list_trials(states=[TrialState.PAUSED, TrialState.RUNNING])
+                  if t.worker in old and t.id not in paused_before]
+        if caught:
+            self.store.set_state(caught, TrialState.QUEUED, only_from=[TrialState.PAUSED, TrialState.RUNNING])
+        self.slots, self.width, self.workers = self.host.plan(width), width, {}
+        log.info("replanned for %d GPUs per trial: %d slots (%s)",
+                 width, len(self.slots), ", ".join(s.name for s in self.slots))
+        self._spawn_all()
+
     def _top_up_bayesian(self) -> None:
         from engine.workspace import top_up_bayesian
 
@@ -170,6 +254,17 @@ class Engine:
     def _shutdown(self) -> None:
         """Ask workers to checkpoint and stop; their running trials are left PAUSED."""
         running_before = {t.id for t in self.store.list_trials(states=[TrialState.RUNNING])}
+        self._stop_workers()
+        paused = [t.id for t in self.store.list_trials(states=[TrialState.PAUSED]) if t.id in running_before]
+        leftover = [t.id for t in self.store.list_trials(states=[TrialState.RUNNING]) if t.id in running_before]
+        if leftover:  # a worker that did not answer in time: its trial resumes from its checkpoint
+            self.store.set_state(leftover, TrialState.PAUSED, only_from=[TrialState.RUNNING])
+        self.store.set_meta("engine.paused_by_stop", json.dumps(paused + leftover))
+        self.store.set_meta("engine.heartbeat", "0")
+        log.info("engine stopped; %d trials paused, resumed on next start", len(paused) + len(leftover))
+
+    def _stop_workers(self) -> None:
+        """SIGTERM every worker (each checkpoints and pauses its trial); kill those that linger."""
         for proc in self.workers.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -179,13 +274,15 @@ class Engine:
                 proc.wait(timeout=max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 proc.kill()
-        paused = [t.id for t in self.store.list_trials(states=[TrialState.PAUSED]) if t.id in running_before]
-        leftover = [t.id for t in self.store.list_trials(states=[TrialState.RUNNING]) if t.id in running_before]
-        if leftover:  # a worker that did not answer in time: its trial resumes from its checkpoint
-            self.store.set_state(leftover, TrialState.PAUSED, only_from=[TrialState.RUNNING])
-        self.store.set_meta("engine.paused_by_stop", json.dumps(paused + leftover))
-        self.store.set_meta("engine.heartbeat", "0")
-        log.info("engine stopped; %d trials paused, resumed on next start", len(paused) + len(leftover))
+                proc.wait()
+
+
+def _failed(trial: Trial, reason: str) -> TrialProgress:
+    """A trial's end as FAILED with ``reason``, keeping what earlier attempts recorded."""
+    return TrialProgress(
+        state=TrialState.FAILED, steps_done=trial.steps_done, best_step=trial.best_step,
+        best_value=trial.best_value, wall_time=trial.wall_time, error=reason,
+    )
 
 
 def _exit_reason(code: int) -> str:
@@ -211,7 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("another engine already serves %s", workspace)
         return 1
     store = open_store(workspace)
-    engine = Engine(store, workspace, plan_slots(args.slots_per_gpu, args.cpu_slots), lock)
+    host = HostSlots.detect(args.slots_per_gpu, args.cpu_slots)
+    engine = Engine(store, workspace, host.plan(), lock, host)
     signal.signal(signal.SIGTERM, engine.request_stop)
     signal.signal(signal.SIGINT, engine.request_stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -82,14 +82,38 @@ class Worker:
             self.writer.drain()  # the last group's ends are recorded before the worker goes
 
     def claim(self) -> list[Trial]:
-        """The oldest queued trial, with as many of its fusion group as this worker takes."""
+        """The oldest queued trial, with as many of its fusion group as this worker takes;
+        nothing while that trial needs more GPUs than this worker's slot has (it waits for the
+        engine to replan wider slots, so it never trains on fewer GPUs than its study asks)."""
         key = self.store.next_queued_group_key()
-        if key is None:
+        # a fusion group's trials take one GPU each (group_key is "" for wider studies)
+        if key is None or (not key and self._oldest_too_wide()):
             return []
         limit = min(self.group_size, group_size(key, self.device, self._auto_group(key)))
         if limit > 1 and not _fused_available():
             limit = 1
         return self.store.claim_trials(self.name, self.label, limit=limit, group=True)
+
+    _too_wide_until = 0.0  # monotonic time until which a refusal stands (see _oldest_too_wide)
+    _TOO_WIDE_RECHECK_SECONDS = 0.5  # the engine replans within a second or so anyway
+
+    def _oldest_too_wide(self) -> bool:
+        """Whether the oldest queued trial's study needs a wider slot than this worker's.
+
+        Cheap while idle: only the studies are read unless one is wider than this slot, and
+        a refusal stands for a moment instead of listing the queue on every 20 ms poll.
+        """
+        now = time.monotonic()
+        if now < self._too_wide_until:
+            return True
+        width = max(1, len(self.gpus))  # a CPU worker runs trials of one GPU (on the CPU)
+        studies = self.store.list_studies()
+        wider = {s.id for s in studies if int(s.spec.get("gpus_per_trial", 1) or 1) > width}
+        oldest = self.store.list_trials(states=[TrialState.QUEUED])[:1] if wider else []
+        if oldest and oldest[0].study_id in wider:
+            self._too_wide_until = now + self._TOO_WIDE_RECHECK_SECONDS
+            return True
+        return False
 
     def _auto_group(self, key: str) -> int | None:
         if not key.startswith("auto|") or self.device == "cpu":
@@ -102,7 +126,7 @@ class Worker:
         if not trial_study:
             return None
         study = self._study(trial_study[0].study_id)
-        info = resolve_workload(study.spec["workload"])
+        info = resolve_workload(study.spec["workload"], base_dir=study.spec.get("workload_dir") or None)
         return auto_group_size(info, {**study.spec.get("base_config", {}), **trial_study[0].params}, self.device)
 
     def stop(self, *_: Any) -> None:
@@ -142,7 +166,7 @@ class Worker:
 
                 run_command(spec.workload, hp, ctx, self.workspace, trial.attempt, trial.steps_done)
             else:
-                self._function(spec.workload)(hp, ctx)
+                self._function(spec.workload, spec.workload_dir)(hp, ctx)
                 if not ctx.should_stop() and ctx.best_value is None:
                     raise WorkloadFailed(f"reported no {spec.metric} (the study's metric)")
         except Exception as exc:  # a workload's bug ends its trial, never the worker
@@ -232,14 +256,15 @@ class Worker:
             log.exception("recording the end of fused group %s failed", [t.id for t in trials])
 
     def _fused_function(self, trial: Trial) -> Callable[..., Any] | None:
-        ref = self._study(trial.study_id).spec.get("workload")
+        spec = self._study(trial.study_id).spec
+        ref = spec.get("workload")
         if not isinstance(ref, str):
             return None
         try:
             from engine.workloads.fused import fused_train_function
         except ImportError:
             return None
-        return fused_train_function(resolve_workload(ref))
+        return fused_train_function(resolve_workload(ref, base_dir=spec.get("workload_dir") or None))
 
     def _finish(self, ctx: TrialContext, trial: Trial, state: TrialState, error: str, seconds: float) -> None:
         try:
@@ -287,10 +312,11 @@ class Worker:
             self._studies[study_id] = self.store.get_study(study_id)
         return self._studies[study_id]
 
-    def _function(self, ref: str) -> Callable[..., Any]:
+    def _function(self, ref: str, base_dir: str = "") -> Callable[..., Any]:
+        """The training function, imported once, from the study file's folder if need be."""
         if ref not in self._functions:
             try:
-                info = resolve_workload(ref)
+                info = resolve_workload(ref, base_dir=base_dir or None)
             except WorkloadError as exc:
                 raise RuntimeError(str(exc)) from None
             self._functions[ref] = load_train_function(info)
