@@ -503,6 +503,10 @@ def test_latest_checkpoints_cut_by_the_savers_resume_alone_as_if_uninterrupted(
     saved = torch.load(tmp_path / "cp" / str(claimed[1].id) / "latest.pt", weights_only=True)
     assert saved["step"] == 20 and saved["optimizer"]["state"][0]["step"].item() == 21.0
     assert set(saved["optimizer"]["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    from engine.store.base import TrialState
+
+    store.set_state([t.id for t in claimed], TrialState.QUEUED, only_from=[TrialState.RUNNING])
+    claimed = store.claim_trials("w", "cpu", limit=4, group=True)  # attempt 2, as after a restart
     resumed = contexts(TrialContext)
     for hp, ctx in zip(hps, resumed):
         train_mlp(hp, ctx)  # alone, from latest.pt
