@@ -108,6 +108,9 @@ def train(hp, trial):
             raise ValueError("boom at step 3")
         if hp["behaviour"] == "signal" and step == 3:
             os.kill(os.getpid(), signal.SIGKILL)
+        if hp["behaviour"] == "signal_once" and step == 3 and not os.path.exists("killed-once"):
+            open("killed-once", "w").close()  # an OOM kill, say: the next attempt gets through
+            os.kill(os.getpid(), signal.SIGKILL)
         loss = float("nan") if hp["behaviour"] == "diverge" and step >= 4 else 1.0 / (step + 1)
         trial.report(step, train_loss=loss, val_error=loss)
         trial.checkpoint(step)
@@ -124,15 +127,17 @@ name = "faulty"
 workload = "faulty:train"
 max_train_steps = 10
 eval_every = 1
-budget = 6
+budget = 7
 [scientific]
-behaviour = { values = ["ok", "raise", "diverge", "signal", "ok2", "ok3"] }
+behaviour = { values = ["ok", "raise", "diverge", "signal", "signal_once", "ok2", "ok3"] }
 """)
     project.tuneplay("run", str(study), "--wait", "--cpu-slots", "2", check=True)
     by = {t.params["behaviour"]: t for t in project.store().list_trials()}
     assert by["raise"].state == TrialState.FAILED and "ValueError: boom at step 3" in by["raise"].error
     assert by["diverge"].state == TrialState.DIVERGED and "step 4" in by["diverge"].error
-    assert by["signal"].state == TrialState.FAILED and "SIGKILL" in by["signal"].error
+    assert by["signal"].state == TrialState.FAILED and by["signal"].attempt == 3
+    assert by["signal"].error == "worker killed by SIGKILL during the trial, on each of its 3 attempts"
+    assert by["signal_once"].state == TrialState.COMPLETED and by["signal_once"].attempt == 2
     for ok in ("ok", "ok2", "ok3"):
         assert by[ok].state == TrialState.COMPLETED and by[ok].best_value == pytest.approx(0.1)
     assert project.tuneplay("engine", "status").returncode == 0  # the engine survived all of it

@@ -1,9 +1,10 @@
 """The engine daemon: one per workspace, detached from the terminal that started it.
 
 It holds an exclusive lock on ``<workspace>/engine.lock`` (so only one engine serves a
-workspace), keeps one warm worker process per slot, replaces workers that die (failing the
-trial a dead worker held, with the signal that killed it), resumes trials whose heartbeat
-went stale, tops up Bayesian studies as results arrive, and on SIGTERM asks every worker to
+workspace), keeps one warm worker process per slot, replaces workers that die (the trial a
+dead worker held resumes from its checkpoint, FAILED with every attempt's reason once
+MAX_ATTEMPTS are spent), ends command programs a dead worker left running, resumes trials
+whose heartbeat went stale, tops up Bayesian studies as results arrive, and on SIGTERM asks every worker to
 checkpoint and leave its trial PAUSED, to be resumed by the next engine.
 
 Slots are as wide as the widest study with work left needs (``gpus_per_trial``): when queued
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.runner.checkpoint_writer import remove_orphans
+from engine.runner.command import end_orphan, end_orphans
 from engine.runner.slots import HostSlots, Slot
 from engine.store import open_store
 from engine.store.base import Storage, Study, Trial, TrialProgress, TrialState
@@ -35,7 +37,7 @@ from engine.store.base import Storage, Study, Trial, TrialProgress, TrialState
 STALE_SECONDS = 5.0  # a live worker beats every second
 LOOP_SECONDS = 0.2
 STOP_TIMEOUT_SECONDS = 60.0
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 3  # a trial whose worker dies or freezes this often is FAILED, not retried
 FIT_SECONDS = 1.0  # how often the engine checks that its slots fit the studies with work left
 ACTIVE_STATES = (TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED)
 log = logging.getLogger("tuneplay.engine")
@@ -133,7 +135,10 @@ class Engine:
         orphans = remove_orphans(self.workspace / "checkpoints")
         if orphans:
             log.info("removed %d half-written checkpoint files of killed workers", orphans)
-        resumed = self.store.requeue_stale(time.time() - STALE_SECONDS)
+        ended = end_orphans(self.workspace / "checkpoints")
+        if ended:
+            log.info("ended %d command programs left running by killed workers", len(ended))
+        resumed = self._requeue_stale()
         paused = self._resume_paused()
         widths = wide_studies(self.store)
         self._fail_unfit(widths)
@@ -177,7 +182,7 @@ class Engine:
             self.store.set_meta("engine.heartbeat", str(time.time()))
             self._reap()
             if time.time() - last_stale_check > 1.0:
-                for trial in self.store.requeue_stale(time.time() - STALE_SECONDS):
+                for trial in self._requeue_stale():
                     log.info("trial %s: heartbeat went stale; requeued to resume", trial.id)
                 last_stale_check = time.time()
             self._top_up_bayesian()
@@ -188,7 +193,9 @@ class Engine:
         self._shutdown()
 
     def _reap(self) -> None:
-        """Replace dead workers; a trial a worker held when it died failed with that signal."""
+        """Replace dead workers. A trial a worker held when it died is tried again from its
+        last checkpoint (the program a command trial left running is ended first); after
+        MAX_ATTEMPTS attempts it is FAILED, each attempt's reason in its error."""
         for slot in self.slots:
             proc = self.workers.get(slot.name)
             if proc is None or proc.poll() is None:
@@ -197,12 +204,33 @@ class Engine:
             log.warning("worker %s %s; restarting it", slot.name, reason)
             for trial in self.store.list_trials(states=[TrialState.RUNNING]):
                 if trial.worker == slot.name:
-                    self.store.finish_trial(trial.id, TrialProgress(
-                        state=TrialState.FAILED, steps_done=trial.steps_done,
-                        best_step=trial.best_step, best_value=trial.best_value,
-                        error=f"worker {reason} during the trial"))
+                    end_orphan(self.workspace / "checkpoints" / str(trial.id))
+                    self._retry_or_fail(trial, f"worker {reason} during the trial")
             if not self.stopping:
                 self._spawn(slot)
+
+    def _requeue_stale(self) -> list[Trial]:
+        """RUNNING trials whose worker stopped beating go back to the queue to resume, unless
+        their attempts are spent (then FAILED); a frozen worker's command program is ended."""
+        cutoff = time.time() - STALE_SECONDS
+        for trial in self.store.list_trials(states=[TrialState.RUNNING]):
+            if (trial.heartbeat_at or trial.started_at or 0) < cutoff:
+                end_orphan(self.workspace / "checkpoints" / str(trial.id))
+                if trial.attempt >= MAX_ATTEMPTS:
+                    self._retry_or_fail(trial, "its worker stopped answering (no heartbeat)")
+        return self.store.requeue_stale(cutoff)
+
+    def _retry_or_fail(self, trial: Trial, reason: str) -> None:
+        key = f"trial.{trial.id}.attempts"
+        reasons = [*json.loads(self.store.get_meta(key) or "[]"), f"attempt {trial.attempt}: {reason}"]
+        if trial.attempt < MAX_ATTEMPTS:
+            self.store.set_meta(key, json.dumps(reasons))
+            self.store.set_state([trial.id], TrialState.QUEUED, only_from=[TrialState.RUNNING])
+            log.info("trial %s: %s; queued for attempt %d of %d", trial.id, reason, trial.attempt + 1, MAX_ATTEMPTS)
+            return
+        error = f"{reason}, on each of its {MAX_ATTEMPTS} attempts" if all(
+            r.endswith(reason) for r in reasons) else "; ".join(reasons)
+        self.store.finish_trials([(trial.id, _failed(trial, error))])
 
     def _fit_slots(self) -> None:
         """Fail trials this host cannot hold; replan once no trial runs if the studies with
