@@ -59,9 +59,25 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     for i, c in enumerate(plan.candidates, 1):
         print(f"  candidate {i}: " + ", ".join(f"{k}={v}" for k, v in c.items()))
     print("  baseline:    " + ", ".join(f"{k}={v}" for k, v in plan.baseline.items()))
+    note = seed_note(study.spec.get("workload"))
+    if note:
+        print(note)
     start_engine(_ws(args))
     print(f"when they finish: tuneplay decide {study.name}")
     return 0
+
+
+def seed_note(workload: Any) -> str | None:
+    """A heads-up before reruns of a command that is never handed its seed: they would all
+    train alike, and ``decide`` refuses identical reruns."""
+    from engine.trial_checks import as_command, passes
+
+    command = as_command(workload)
+    if command is None or passes(command, "seed"):
+        return None
+    return ("note: the command has no {seed}: unless the script reads $TUNEPLAY_SEED, every rerun "
+            "trains with the same seed and comes out identical, and `decide` will not judge them; "
+            'put {seed} in its command (e.g. "--seed={seed}")')
 
 
 def _ws(args: argparse.Namespace) -> Any:
@@ -104,12 +120,16 @@ def decision_text(result: Any) -> str:
 
     c = result.comparison
     cand = ", ".join(f"{k}={f(v)}" for k, v in result.candidate.items())
+    test = (f"test: {c.test}: t = {f(c.t_statistic)}, p = {f(c.p_value)}, "
+            f"95% interval of the difference [{f(c.ci_low)}, {f(c.ci_high)}]")
+    if c.seed_ignored:
+        test = (f"test: not run: the {' and '.join(c.seed_ignored)} seed reruns are identical, "
+                "so there is no trial variance to test against")
     lines = [
         f"candidate: {cand}   vs   baseline v{result.baseline.version}",
-        f"reruns: candidate {f(c.mean_candidate)} ±{f(c.std_candidate)} (n={c.n_candidate})   "
-        f"baseline {f(c.mean_baseline)} ±{f(c.std_baseline)} (n={c.n_baseline})",
-        f"test: {c.test}: t = {f(c.t_statistic)}, p = {f(c.p_value)}, "
-        f"95% interval of the difference [{f(c.ci_low)}, {f(c.ci_high)}]",
+        (f"reruns: candidate {f(c.mean_candidate)} ±{f(c.std_candidate)} (n={c.n_candidate})   "
+         f"baseline {f(c.mean_baseline)} ±{f(c.std_baseline)} (n={c.n_baseline})"),
+        test,
         f"verdict: {c.verdict.upper()} — {c.reason}",
         f"complexity: {result.complexity}",
         f"protocol: {result.protocol}",

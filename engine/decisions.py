@@ -105,7 +105,8 @@ def decide(store: Storage, study: Study, adopt: bool = False, alpha: float = 0.0
     """Compare the best rerun candidate with the baseline reruns and record the verdict.
 
     With ``adopt``, an ADOPT verdict (or any verdict with ``force``) launches the next
-    baseline version with the candidate's values.
+    baseline version with the candidate's values. Seed reruns that all came out identical
+    (the workload ignores its seed) are never an ADOPT: see :func:`engine.analysis.compare`.
     """
     spec = study_spec(study)
     trials = store.list_trials(study.id)
@@ -122,7 +123,8 @@ def decide(store: Storage, study: Study, adopt: bool = False, alpha: float = 0.0
     best_key = min(scored)[1]
     cand_params = json.loads(best_key)
     cand_values = _values(candidates[best_key])
-    comparison = compare(cand_values, base_values, spec.mode, alpha=alpha)
+    comparison = compare(cand_values, base_values, spec.mode, alpha=alpha, workload=spec.workload,
+                         metric=spec.metric)
     baseline = latest_baseline(store, study)
     note = complexity_note(cand_params, baseline.config)
     stats = {

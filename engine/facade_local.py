@@ -18,6 +18,7 @@ from engine.spec import StudySpec, load_study, parse_study
 from engine.status import best_trial, rerun_progress
 from engine.store import open_store
 from engine.store.base import Baseline, Experiment, MetricRow, Study, Trial
+from engine.trial_output import output_tail
 from engine.workloads.command import CommandWorkload
 
 _CONFIG_KEY = "engine.config"
@@ -204,6 +205,10 @@ class LocalFacade:
         from engine.decisions import decide
 
         return decide(self.store, self.store.get_study(study_id), adopt=adopt)
+
+    def output_tail(self, trial_id: int, lines: int = 5) -> list[str]:
+        """The last lines a command trial's program printed (the app's trial detail)."""
+        return output_tail(self.workspace, trial_id, lines)
 
     def probe_batch(self, workload: str, max_batch: int = 1024) -> Any:
         from engine.analysis import recommend_batch_size

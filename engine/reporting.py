@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -10,31 +11,44 @@ from engine.analysis import StudyReport, analyze_study, curves_frame, trials_fra
 from engine.analysis.batch import ScalingAnalysis, scaling_analysis, steps_to_target
 from engine.analysis.curves import DEFAULT_CURVE_TRIALS
 from engine.analysis.frames import ranked_results
+from engine.failures import FailedTrial, failed_trials
 from engine.spec import StudySpec
 from engine.store.base import Storage, Study
 from engine.workspace import study_spec
 
+FAILURES_SHOWN = 10  # the report's latest failed trials, each with its output tail
+
 
 @dataclass(frozen=True)
 class LoadedStudy:
-    """A study's spec, its analysis report, and (when it sets a target) its batch scaling."""
+    """A study's spec, its analysis report, (when it sets a target) its batch scaling, and
+    its latest failed trials with their output tails (``n_failed``: how many in all)."""
 
     study: Study
     spec: StudySpec
     trials: pd.DataFrame
     report: StudyReport
     scaling: ScalingAnalysis | None
+    failures: tuple[FailedTrial, ...] = ()
+    n_failed: int = 0
 
 
-def load_report(store: Storage, study: Study, curve_trials: int = DEFAULT_CURVE_TRIALS) -> LoadedStudy:
-    """Analyse ``study``, reading curves only for the trials whose curves are diagnosed."""
+def load_report(
+    store: Storage, study: Study, curve_trials: int = DEFAULT_CURVE_TRIALS,
+    workspace: Path | None = None,
+) -> LoadedStudy:
+    """Analyse ``study``, reading curves only for the trials whose curves are diagnosed;
+    with the ``workspace``, failed trials come with the last lines their program printed."""
     spec = study_spec(study)
-    trials = trials_frame(store.list_trials(study.id))
+    listed = store.list_trials(study.id)
+    trials = trials_frame(listed)
     ranked = ranked_results(trials, spec.mode) if len(trials) else trials
     ids = [int(i) for i in ranked["trial_id"].iloc[:curve_trials]] if len(ranked) else []
     curves = curves_frame(store.read_metrics(trial_ids=ids)) if ids else None
     report = analyze_study(spec, trials, curves, curve_trials=curve_trials)
-    return LoadedStudy(study, spec, trials, report, _scaling(store, study, spec, trials))
+    failures, n_failed = failed_trials(workspace, listed, FAILURES_SHOWN)
+    return LoadedStudy(study, spec, trials, report, _scaling(store, study, spec, trials),
+                       tuple(failures), n_failed)
 
 
 def _scaling(store: Storage, study: Study, spec: StudySpec, trials: pd.DataFrame) -> ScalingAnalysis | None:

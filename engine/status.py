@@ -1,4 +1,8 @@
-"""Plain-text progress and workspace summaries (the CLI's `status` and `run --wait`)."""
+"""Plain-text progress and workspace summaries (the CLI's `status` and `run --wait`).
+
+Below each study's line, ``status`` notes what needs a person: trials that ran past their
+``max_train_steps`` (once per study) and the latest failures with their program's last lines.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,12 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.failures import failed_trials, failure_lines, more_failed_line
 from engine.space import format_value
-from engine.store.base import Storage, Trial, TrialState
+from engine.store.base import Storage, Study, Trial, TrialState
+from engine.trial_checks import step_overrun
+
+FAILURES_SHOWN = 3  # per study: the latest few; `tuneplay export` has every error
 
 
 @dataclass(frozen=True)
@@ -74,8 +82,10 @@ def best_trial(trials: list[Trial], mode: str) -> Trial | None:
 
 
 def study_progress(store: Storage, study_id: int) -> StudyProgress:
-    study = store.get_study(study_id)
-    trials = store.list_trials(study_id)
+    return progress_of(store.get_study(study_id), store.list_trials(study_id))
+
+
+def progress_of(study: Study, trials: list[Trial]) -> StudyProgress:
     counts = Counter(t.state.value for t in trials)
     return StudyProgress(
         name=study.name, metric=study.spec["metric"], mode=study.spec["mode"],
@@ -113,7 +123,9 @@ def workspace_summary(workspace: Path) -> str:
         version = f"baseline v{baselines[-1].version}" if baselines else "no baseline"
         lines.append(f"experiment {exp.name} ({exp.workload}) · {version}")
         for study in store.list_studies(exp.id):
-            lines.append("  " + study_progress(store, study.id).line())
+            trials = store.list_trials(study.id)
+            lines.append("  " + progress_of(study, trials).line())
+            lines += study_notes(workspace, study, trials, indent="    ")
         decisions = store.list_decisions(exp.id)
         if decisions:
             d = decisions[-1]
@@ -121,3 +133,18 @@ def workspace_summary(workspace: Path) -> str:
     if len(lines) == 2:
         lines.append("no experiments yet (run `tuneplay run FILE`)")
     return "\n".join(lines)
+
+
+def study_notes(workspace: Path | None, study: Study, trials: list[Trial], indent: str = "") -> list[str]:
+    """What needs a person in one study: steps past the budget (one line for the whole
+    study, however many trials did it), then its latest failures with their output tails."""
+    lines = []
+    over = step_overrun([t.id for t in trials], [t.steps_done for t in trials],
+                        [t.max_train_steps for t in trials], study.spec.get("workload"))
+    if over is not None:
+        lines.append(f"{indent}▲ {over.message}")
+    failures, total = failed_trials(workspace, trials, FAILURES_SHOWN)
+    for failure in failures:
+        lines += failure_lines(failure, indent)
+    more = more_failed_line(len(failures), total, study.name, indent)
+    return lines + ([more] if more else [])

@@ -63,8 +63,37 @@ def test_min_effect_and_too_few_seeds() -> None:
     one = compare([0.2], [0.3, 0.31], "min")
     assert one.verdict == "inconclusive" and "more seeds" in one.reason
     assert one.p_value is None and one.mean_candidate == 0.2
-    same = compare([0.2, 0.2], [0.2, 0.2], "min")
-    assert same.verdict == "inconclusive" and same.p_value == 1.0
+    same = compare([0.2, 0.2], [0.2, 0.2], "min")  # no spread at all: no test is run
+    assert same.verdict == "inconclusive" and same.p_value is None
+    assert same.seed_ignored == ("candidate", "baseline")
+
+
+def test_seed_reruns_that_never_vary_are_never_adopted() -> None:
+    """A script with a hard-coded seed: every seed gives the same value, the spread is 0 and
+    Welch's test would call any difference certain (it printed "seed std 0, p = 0, ADOPT")."""
+    from engine.workloads.command import CommandWorkload
+
+    script = CommandWorkload(("python", "train.py", "--max_iters={max_train_steps}"))
+    c = compare([0.25] * 5, [0.30] * 5, "min", workload=script, metric="val_loss")
+    assert c.verdict == "inconclusive" and c.seed_ignored == ("candidate", "baseline")
+    assert c.p_value is None and c.t_statistic is None and c.ci_low is None
+    assert c.mean_candidate == 0.25 and c.std_candidate == 0.0  # what was measured stays shown
+    assert c.reason.startswith("Refused: all 5 candidate and all 5 baseline seed reruns gave "
+                               "exactly the same val_loss (0.25 and 0.3), so the workload ignores "
+                               "its seed")
+    assert 'put {seed} in its command (e.g. "--seed={seed}")' in c.reason
+    json.dumps(c.to_dict(), allow_nan=False)
+
+
+def test_one_side_without_spread_is_enough_to_refuse_and_python_workloads_get_trial_seed() -> None:
+    c = compare(seeds(0.25, 0.01, 5), [0.30] * 5, "min", workload="mypkg.train:train")
+    assert c.verdict == "inconclusive" and c.seed_ignored == ("baseline",)
+    assert "all 5 baseline seed reruns gave exactly the same value (0.3)" in c.reason
+    assert "trial.seed" in c.reason and "{seed}" not in c.reason
+    passed = compare([0.2, 0.2], seeds(0.3, 0.01, 3), "min",
+                     workload={"command": ["python", "t.py", "--seed={seed}"]})
+    assert "both candidate seed reruns" in passed.reason
+    assert "the value its command passes as {seed} (something in it overrides" in passed.reason
 
 
 def test_complexity_note_names_changed_and_added_hyperparameters() -> None:

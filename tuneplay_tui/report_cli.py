@@ -35,7 +35,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from engine.cli import UserError, open_existing_store
+    from engine.cli import UserError, open_existing_store, workspace_dir
     from engine.reporting import load_report
 
     store = open_existing_store(args)
@@ -43,7 +43,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if study is None:
         names = ", ".join(s.name for s in store.list_studies()) or "none yet"
         raise UserError(f"no study named {args.study!r} (studies: {names})")
-    loaded = load_report(store, study)
+    loaded = load_report(store, study, workspace=workspace_dir(args))
     if args.format == "json":
         print(json.dumps(report_json(loaded), indent=1, allow_nan=False))
     else:
@@ -70,6 +70,8 @@ def report_json(loaded: Any) -> dict[str, Any]:
     out["batch_scaling"] = jsonable(loaded.scaling) if loaded.scaling is not None else None
     if loaded.scaling is not None and loaded.scaling.finding is not None:
         out["findings"].append(loaded.scaling.finding.to_dict())
+    out["n_failed"] = getattr(loaded, "n_failed", 0)
+    out["failed_trials"] = [jsonable(f) for f in getattr(loaded, "failures", ())]
     return out
 
 
@@ -109,6 +111,8 @@ def build_sections(loaded: Any, width: int, color: bool) -> list[Section]:
         inf = r.infeasible
         sections.append(Section("Infeasible trials", f"{inf.n_infeasible} of {inf.n_judged} finished trials "
                                 f"({inf.fraction:.0%}): {inf.n_diverged} diverged, {inf.n_failed} failed"))
+    if getattr(loaded, "failures", ()):  # a LoadedStudy has them; a bare report does not
+        sections.append(_failures_section(loaded))
     if r.best_vs_trials is not None:
         sections.append(_budget_section(r.best_vs_trials))
     if loaded.scaling is not None:
@@ -200,6 +204,15 @@ def _checkpoint_section(b: Any, width: int, color: bool) -> Section:
     text = (f"{b.share_early:.0%} of best checkpoints in the first 10% of training, {b.share_late:.0%} "
             f"in the last 25%; median at {b.median_fraction:.0%}")
     return Section("Where the best checkpoints land", text, _build(plt, color))
+
+
+def _failures_section(loaded: Any) -> Section:
+    """Each failed trial's error and the last lines its program printed, latest first."""
+    from engine.failures import failure_lines, more_failed_line
+
+    lines = [line for f in loaded.failures for line in failure_lines(f, " ")]
+    more = more_failed_line(len(loaded.failures), loaded.n_failed, loaded.report.study, " ")
+    return Section(f"Failed trials ({loaded.n_failed}, latest first)", "\n".join(lines + ([more] if more else [])))
 
 
 def _budget_section(b: Any) -> Section:

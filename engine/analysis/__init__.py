@@ -34,6 +34,7 @@ from engine.analysis.findings import Finding, sort_findings
 from engine.analysis.frames import curves_frame, curves_frame_from_columns, trials_frame
 from engine.analysis.isolation import IsolationPlot, IsolationRow, isolation_plot, isolation_plots
 from engine.analysis.report import BestTrial, StudyReport, analyze_study, report_to_dict
+from engine.analysis.workload_checks import seed_ignored_finding, steps_past_budget_finding
 
 __all__ = [
     "AxisPlot", "BatchProbe", "BatchRecommendation", "BestCheckpoints", "BestTrial",
@@ -45,5 +46,6 @@ __all__ = [
     "curve_diagnostics", "curves_frame", "curves_frame_from_columns", "diagnose_training_curve",
     "diagnose_validation_curve", "expand_range", "infeasible_summary", "isolation_plot",
     "isolation_plots", "recommend_batch_size", "report_to_dict", "sampling_density",
-    "scaling_analysis", "sort_findings", "steps_to_target", "trials_frame",
+    "scaling_analysis", "seed_ignored_finding", "sort_findings", "steps_past_budget_finding",
+    "steps_to_target", "trials_frame",
 ]

@@ -13,7 +13,10 @@ Verdict rules:
 * ``reject`` — the candidate is worse with ``p < alpha``; or it is not better at all after
   :data:`ENOUGH_SEEDS` seeds each; or (with ``min_effect > 0``) the whole interval of the
   improvement lies below ``min_effect``;
-* ``inconclusive`` — anything else (within seed noise), including fewer than 2 seeds a side.
+* ``inconclusive`` — anything else (within seed noise), including fewer than 2 seeds a side,
+  and whenever one side's seeds all gave exactly the same value: the workload ignores its
+  seed (a script with a hard-coded seed), the spread of 0 is no trial variance, and a test
+  on it would call any difference certain. ``seed_ignored`` names the side(s); no test is run.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from scipy import stats
 
 from engine.analysis.frames import direction
 from engine.space import format_value
+from engine.trial_checks import IdenticalReruns, identical, ignored_seed_message
 
 ENOUGH_SEEDS = 5  # "not better at all after enough seeds" -> reject
 N_BOOT = 10_000
@@ -48,6 +52,8 @@ class Comparison:
         effect_in_seed_std: improvement / pooled seed std (None when the spread is 0).
         verdict: ``"adopt" | "reject" | "inconclusive"``; ``reason`` one sentence.
         test, alpha, min_effect: what the verdict rests on.
+        seed_ignored: the sides (``"candidate"``, ``"baseline"``) whose seeds all gave the
+            same value; when set, the verdict is inconclusive and no test was run.
     """
 
     mode: str
@@ -69,6 +75,7 @@ class Comparison:
     test: str
     alpha: float
     min_effect: float
+    seed_ignored: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (for the decision log's ``stats``)."""
@@ -79,6 +86,7 @@ class Comparison:
 def compare(
     candidate_values: Sequence[float], baseline_values: Sequence[float], mode: str,
     alpha: float = 0.05, min_effect: float = 0.0, n_boot: int = N_BOOT, seed: int = 0,
+    workload: Any = None, metric: str = "",
 ) -> Comparison:
     """Compare a candidate's metric over seeds with the baseline's and decide.
 
@@ -88,12 +96,18 @@ def compare(
         alpha: significance level of the test.
         min_effect: the smallest improvement (metric units) worth the change's complexity.
         n_boot, seed: bootstrap resamples and their random seed (deterministic by default).
+        workload, metric: the study's, for the advice when its seeds change nothing (how to
+            pass the seed differs between a command and a Python workload).
     """
     sign = direction(mode)
     c = _finite(candidate_values)
     b = _finite(baseline_values)
     if len(c) < 2 or len(b) < 2:
         return _too_few(c, b, mode, alpha, min_effect)
+    same = [IdenticalReruns(side, len(v), float(v[0]))
+            for side, v in (("candidate", c), ("baseline", b)) if identical(v.tolist())]
+    if same:
+        return _seed_ignored(c, b, mode, alpha, min_effect, same, workload, metric)
     mc, mb, sc, sb = float(c.mean()), float(b.mean()), float(c.std(ddof=1)), float(b.std(ddof=1))
     diff = mc - mb
     improvement = -sign * diff
@@ -129,10 +143,25 @@ def _too_few(
         None, "inconclusive", reason, TEST_NAME, alpha, min_effect)
 
 
-def _welch(c: np.ndarray, b: np.ndarray) -> tuple[float | None, float]:
-    """Welch's t; with zero spread on both sides the difference is exact (p 0 or 1)."""
-    if c.std() == 0 and b.std() == 0:
-        return None, (1.0 if c.mean() == b.mean() else 0.0)
+def _seed_ignored(
+    c: np.ndarray, b: np.ndarray, mode: str, alpha: float, min_effect: float,
+    same: list[IdenticalReruns], workload: Any, metric: str,
+) -> Comparison:
+    """Inconclusive, with no test: a spread of exactly 0 is a seed that was never used."""
+    def mean_std(v: np.ndarray) -> tuple[float, float]:  # exact for identical values (no 1e-17)
+        return (float(v[0]), 0.0) if identical(v.tolist()) else (float(v.mean()), float(v.std(ddof=1)))
+
+    (mc, sc), (mb, sb) = mean_std(c), mean_std(b)
+    diff = mc - mb
+    reason = ignored_seed_message(same, workload, metric, lead="Refused: ")
+    return Comparison(
+        mode, len(c), len(b), mc, mb, sc, sb, diff,
+        -direction(mode) * diff, None, None, None, None, None, "inconclusive", reason, TEST_NAME,
+        alpha, min_effect, tuple(s.label for s in same))
+
+
+def _welch(c: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Welch's t (a side with zero spread never gets here: see :func:`_seed_ignored`)."""
     res = stats.ttest_ind(c, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 

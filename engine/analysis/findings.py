@@ -37,6 +37,8 @@ BUDGET_SENSITIVITY = "budget_sensitivity"
 ISOLATION = "isolation"
 NO_RESULTS = "no_results"
 BATCH_SCALING = "batch_scaling"
+SEED_IGNORED = "seed_ignored"
+STEPS_PAST_BUDGET = "steps_past_budget"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from engine.analysis.feasibility import InfeasibleSummary, infeasible_summary
 from engine.analysis.findings import NO_RESULTS, Finding, jsonable, sort_findings
 from engine.analysis.frames import HP_PREFIX, ranked_results, search_trials, top_k_count
 from engine.analysis.isolation import IsolationPlot, isolation_plots
+from engine.analysis.workload_checks import seed_ignored_finding, steps_past_budget_finding
 from engine.spec import StudySpec
 
 
@@ -51,7 +52,9 @@ class StudyReport:
         boundaries: one per range hyperparameter (empty with < 3 results).
         density, curves, best_checkpoints, infeasible, best_vs_trials: None when there is
             not enough data yet; ``isolation`` one plot per scientific hyperparameter.
-        findings: every finding of every part, warn first, then info, then ok.
+        findings: every finding of every part, warn first, then info, then ok; also what the
+            trials say about the workload itself (``seed_ignored``: its seed reruns came out
+            identical; ``steps_past_budget``: it ran past max_train_steps).
     """
 
     study: str
@@ -111,6 +114,8 @@ def analyze_study(
     findings += list(curves.findings) if curves else []
     findings += [p.finding for p in isolation if p.finding is not None]
     findings += [part.finding for part in (checkpoints, infeasible, budget) if part is not None]
+    findings += [f for f in (seed_ignored_finding(trials_df, spec),
+                             steps_past_budget_finding(trials_df, spec)) if f is not None]
     if not len(ranked):
         findings.insert(0, Finding(NO_RESULTS, "info", f"No completed trials of {spec.name!r} "
                                    "with a result yet: analysis needs finished trials.", "study"))

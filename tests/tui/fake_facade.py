@@ -46,6 +46,7 @@ class FakeFacade:
         self.steps_per_tick: int | None = None  # None: each trial's eval_every
         self.calls: list[tuple[str, Any]] = []
         self.saved: dict[str, str] = {}
+        self.outputs: dict[int, list[str]] = {}  # trial id -> what its program printed
         self._specs: dict[int, StudySpec] = {}
         if not empty:
             _build_workspace(self, running)
@@ -112,6 +113,10 @@ class FakeFacade:
                              for s, v in zip(steps[keep], values[name][keep])]
         rows.sort(key=lambda r: (r.trial_id, r.step, r.name))
         return rows
+
+    def output_tail(self, trial_id: int, lines: int = 5) -> list[str]:
+        self.calls.append(("output_tail", trial_id))
+        return self.outputs.get(trial_id, [])[-lines:] if lines > 0 else []
 
     def devices(self) -> list[DeviceUsage]:
         gpus = sorted({s.split(".")[0] for s in self.slots if s.startswith("gpu")})[:8]

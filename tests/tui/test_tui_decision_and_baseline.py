@@ -25,6 +25,29 @@ async def test_decision_shows_the_comparison_and_the_verdict(finished_fake, app_
         assert log.row_count == 1 and str(log.get_cell("1", "when")) == "1d00h ago"
 
 
+async def test_seed_reruns_that_never_vary_are_refused_and_the_screen_says_how_to_fix_it(
+        finished_fake, app_factory) -> None:
+    store = finished_fake.store
+    for t in store.list_trials():  # a workload that ignores its seed: every seed alike
+        if t.kind in ("rerun", "baseline"):
+            store.update_trial(t.id, best_value=0.07 if t.kind == "rerun" else 0.15)
+    app = app_factory(finished_fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("5", "d")
+        await settle(pilot)
+        text = " ".join(screen_text(app).split())
+        assert "candidate 0.07 ±0 (5 seeds)" in text and "baseline 0.15 ±0 (5 seeds)" in text
+        assert "verdict: INCONCLUSIVE — Refused: all 5 candidate" in text
+        assert "torch.manual_seed(trial.seed)), then rerun with new seeds." in text  # a Python workload
+        assert "→ pass the seed to the workload (above), then r reruns with new seeds" in text
+        assert "no test run: the candidate and baseline seed reruns are identical" in text
+        assert "ADOPT" not in text and "r adds seeds" not in text
+        assert any("verdict: INCONCLUSIVE — Refused: all 5 candidate and all 5 baseline seed reruns "
+                   "gave exactly the same val_error (0.07 and 0.15), so the workload ignores its seed"
+                   in t for t in toasts(app))
+
+
 async def test_a_adopts_into_a_new_baseline(finished_fake, app_factory) -> None:
     app = app_factory(finished_fake)
     async with app.run_test(size=(120, 40)) as pilot:

@@ -149,3 +149,35 @@ async def test_enter_on_a_row_draws_that_trials_curves(fake, app_factory) -> Non
         assert 53 in app.state.curves
         await pilot.press("f")
         assert "best 5" in str(chart.border_title)
+
+
+TRACEBACK = ["step 300: val loss 0.41", "Traceback (most recent call last):",
+             '  File "train.py", line 88, in <module>', "    loss.backward()",
+             "RuntimeError: CUDA error: an illegal memory access was encountered"]
+
+
+async def test_a_failed_trial_shows_the_tail_of_its_output_under_its_error(fake, app_factory) -> None:
+    app = app_factory(fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = await open_running(pilot)
+        fake.outputs[53] = ["--- never shown: older lines", *TRACEBACK]
+        fake.store.update_trial(53, state=TrialState.FAILED,
+                                error="exited with code 1: RuntimeError: CUDA error (log: .tuneplay/checkpoints/53/output.log)")
+        await poll(pilot)
+        table.select_trial(53)
+        await settle(pilot)
+        text = screen_text(app)
+        assert "#53 failed: exited with code 1: RuntimeError: CUDA error" in text
+        assert "#53 output.log · last 5 lines" in text
+        rows = text.splitlines()
+        at = next(i for i, row in enumerate(rows) if "step 300: val loss 0.41" in row)
+        assert [r.strip() for r in rows[at:at + 5]] == [line.strip() for line in TRACEBACK]
+        assert "never shown" not in text
+        await poll(pilot)
+        assert fake.calls.count(("output_tail", 53)) == 1  # read once per attempt, not per poll
+
+        table.select_trial(50)  # failed too, but its workload printed nothing tuneplay reads
+        await settle(pilot)
+        text = screen_text(app)
+        assert "#50 failed: worker exited with code -9" in text
+        assert "output.log · last" not in text and "step 300" not in text

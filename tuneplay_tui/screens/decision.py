@@ -257,13 +257,15 @@ def comparison_lines(d: Decision) -> list[Content]:
     out.append(Content.assemble(("verdict: ", "bold"),
                                 (d.verdict.upper(), f"bold reverse {VERDICT_VAR.get(d.verdict, '')}"),
                                 f" — {d.rationale}"))
+    ignored = c.get("seed_ignored") or ()
     if d.verdict == "adopt":
         out.append(Content.styled("→ a adopts it into the next baseline", "$accent"))
+    elif ignored:  # more seeds of a workload that ignores them change nothing
+        out.append(Content.styled("→ pass the seed to the workload (above), then r reruns with "
+                                  "new seeds; d decides again", "$accent"))
     elif d.verdict == "inconclusive":
         out.append(Content.styled("→ r adds seeds; d decides again", "$accent"))
-    t, p = c.get("t_statistic"), c.get("p_value")
-    test = (f"t = {t:.2f}, " if t is not None else "") + (f"p = {p:.2g}" if p is not None else "")
-    out.append(Content.styled(f"{d.test}: {test}", "$foreground-muted"))
+    out.append(Content.styled(stated_test(d.test, c), "$foreground-muted"))
     diff, lo, hi, eff = (c.get(k) for k in ("difference", "ci_low", "ci_high", "effect_in_seed_std"))
     if diff is not None:
         ci = f" (95% CI {fmt.metric(lo)} .. {fmt.metric(hi)})" if lo is not None else ""
@@ -273,3 +275,14 @@ def comparison_lines(d: Decision) -> list[Content]:
         out.append(Content.styled(f"complexity: {d.complexity_note}", "$foreground-muted"))
     return out
 
+
+
+def stated_test(test: str, c: Mapping[str, Any]) -> str:
+    """The stated test and its statistics, or why none was run."""
+    ignored = c.get("seed_ignored") or ()
+    if ignored:
+        return (f"no test run: the {' and '.join(ignored)} seed reruns are identical "
+                "(no trial variance to test against)")
+    t, p = c.get("t_statistic"), c.get("p_value")
+    stats = (f"t = {t:.2f}, " if t is not None else "") + (f"p = {p:.2g}" if p is not None else "")
+    return f"{test}: {stats}"

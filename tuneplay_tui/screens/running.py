@@ -12,7 +12,7 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.widgets import Static
 
-from engine.store.base import Trial
+from engine.store.base import Trial, TrialState
 from tuneplay_tui import format as fmt
 from tuneplay_tui.screens.base import StageScreen
 from tuneplay_tui.screens.dialogs import ConfirmScreen, FormScreen, PromptScreen
@@ -23,6 +23,8 @@ from tuneplay_tui.widgets.trial_table import FILTERS, TrialTable, trial_rate
 
 BEST_K = 5
 TRAIN_METRIC = "train_loss"
+TAIL_LINES = 5
+SHORT_TAIL_LINES = 2  # on a short terminal
 
 
 def best_trials(trials: Sequence[Trial], mode: str, k: int = BEST_K) -> list[Trial]:
@@ -52,8 +54,9 @@ app (or losing SSH) does not stop them. Each trial trains to a fixed **max_train
 
 **Diverged** trials (NaN/inf) are infeasible: they are data about where training breaks,
 not noise, and the analysis keeps them. **Failed** trials crashed; their error is shown
-below the table. Watch the curves of the best trials while they run: if everything is
-still improving at the end, the next study should train longer.
+below the table, with the last lines a command workload's program printed. Watch the
+curves of the best trials while they run: if everything is still improving at the end,
+the next study should train longer.
 
 Select trials with `space` to act on several at once.
 """
@@ -72,6 +75,9 @@ Select trials with `space` to act on several at once.
         super().__init__()
         self.follow_mode = "best"  # "best": best k curves; "trial": the selected trial
         self._drawn: tuple[Any, ...] = ()
+        # (trial id, attempt) -> its output tail; an attempt that fails again is read again
+        self._tails: dict[tuple[int, int], tuple[str, ...]] = {}
+        self._tail_shown: tuple[Any, ...] | None = None
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="run-summary", classes="summary")
@@ -79,6 +85,7 @@ Select trials with `space` to act on several at once.
             yield TrialTable(id="trials")
             yield Chart(id="run-chart")
         yield Static(id="run-detail", classes="detail-line")
+        yield Static(id="run-tail", classes="detail")
         yield Static(id="devices", classes="detail-line")
 
     @property
@@ -196,6 +203,7 @@ Select trials with `space` to act on several at once.
     def _show_detail(self, trials: Sequence[Trial]) -> None:
         sel = self.table.selected_id()
         t = next((t for t in trials if t.id == sel), None)
+        self._show_tail(t)
         if t is None:
             self.set_line("#run-detail", "")
             return
@@ -206,6 +214,35 @@ Select trials with `space` to act on several at once.
         else:
             seed = f" · seed {t.seed} · attempt {t.attempt}" if t.attempt else f" · seed {t.seed}"
             self.set_line("#run-detail", Content.assemble(text, (seed, "$foreground-muted")))
+
+    def _show_tail(self, t: Trial | None) -> None:
+        """Under a failed trial's error, the last lines its program printed (shown only when
+        there are some: Python workloads print nowhere tuneplay reads)."""
+        tail = self._tail_of(t) if t is not None and t.state == TrialState.FAILED else ()
+        if self.has_class("-short"):
+            tail = tail[-SHORT_TAIL_LINES:]  # the end says why; the table keeps its rows
+        key = (t.id if t else None, tail)
+        if key == self._tail_shown:
+            return  # unchanged: no layout pass on every poll
+        self._tail_shown = key
+        widget = self.query_one("#run-tail", Static)
+        widget.display = bool(tail)
+        if tail and t is not None:
+            widget.border_title = f"#{t.id} output.log · last {fmt.plural(len(tail), 'line')}"
+            widget.update(Content("\n".join(tail)))
+
+    def _tail_of(self, t: Trial) -> tuple[str, ...]:
+        """The cached tail of this attempt, or () while it is read in a worker."""
+        key = (t.id, t.attempt)
+        if key not in self._tails:
+            self._tails[key] = ()  # asked once: a failed read is not retried every poll
+            self.engine_call("read output", lambda: self.facade.output_tail(t.id, TAIL_LINES),
+                             lambda lines: self._got_tail(key, lines))
+        return self._tails[key]
+
+    def _got_tail(self, key: tuple[int, int], lines: Sequence[str]) -> None:
+        self._tails[key] = tuple(lines)
+        self._show_detail(self.state.study_trials())
 
     # ------------------------------------------------------------- actions
     def select_trial(self, trial_id: int) -> None:

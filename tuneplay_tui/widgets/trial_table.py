@@ -250,7 +250,8 @@ class TrialTable(ScrollView, can_focus=True):
         self.post_message(self.RowHighlighted(self, self.selected_id()))
 
     def _scroll_to_cursor(self) -> None:
-        visible = max(self.size.height - 1, 1)
+        # rows below the header and above a horizontal scrollbar (a narrow table has one)
+        visible = max(self.scrollable_content_region.height - 1, 1)
         top = self.scroll_offset.y
         if self.cursor_row < top:
             self.scroll_to(y=self.cursor_row, animate=False, immediate=True)
