@@ -101,6 +101,18 @@ def _values(group: Sequence[Trial]) -> list[float]:
     return [t.best_value for t in group if t.state == TrialState.COMPLETED and t.best_value is not None]
 
 
+def curves_differ(store: Storage, group: Sequence[Trial]) -> bool:
+    """Whether the seeds of a rerun group changed anything at all: any reported point of any
+    metric that differs between them. Equal best values alone do not show an ignored seed
+    (an error rate over a few hundred examples can agree by chance); equal whole curves do."""
+    done = [t.id for t in group if t.state == TrialState.COMPLETED]
+    curves: dict[int, list[tuple[int, str, float]]] = {tid: [] for tid in done}
+    for row in store.read_metrics(done):
+        curves[row.trial_id].append((row.step, row.name, row.value))
+    shapes = {json.dumps(sorted(c)) for c in curves.values()}
+    return len(shapes) > 1
+
+
 def decide(store: Storage, study: Study, adopt: bool = False, alpha: float = 0.05, force: bool = False) -> DecisionResult:
     """Compare the best rerun candidate with the baseline reruns and record the verdict.
 
@@ -123,8 +135,11 @@ def decide(store: Storage, study: Study, adopt: bool = False, alpha: float = 0.0
     best_key = min(scored)[1]
     cand_params = json.loads(best_key)
     cand_values = _values(candidates[best_key])
+    seeded = {side for side, group in (("candidate", candidates[best_key]),
+                                       ("baseline", [t for g in baselines.values() for t in g]))
+              if curves_differ(store, group)}
     comparison = compare(cand_values, base_values, spec.mode, alpha=alpha, workload=spec.workload,
-                         metric=spec.metric)
+                         metric=spec.metric, seeded=seeded)
     baseline = latest_baseline(store, study)
     note = complexity_note(cand_params, baseline.config)
     stats = {

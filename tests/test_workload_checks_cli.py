@@ -128,3 +128,18 @@ def test_export_gives_a_hyperparameter_named_device_its_own_column(project: Proj
     project.tuneplay("export", "script", "--format", "parquet", "-o", str(path), check=True)
     assert pd.read_parquet(path).columns.is_unique
     assert "hp.device" in project.tuneplay("export", "--help", check=True).stdout
+
+
+def test_equal_best_values_from_seeds_that_were_used_are_a_coarse_metric_not_an_ignored_seed(project: Project) -> None:
+    from engine.store.base import MetricRow
+
+    store, study = script_study(project)
+    plan = plan_reruns(store, study, best_k=1, seeds=3)
+    for t in store.claim_trials("w", "cpu", limit=len(plan.trials)):
+        # the same best value (an error rate on a small set), but curves that differ by seed
+        store.write_metrics([MetricRow(t.id, 0, "val_loss", 1.0 + t.seed % 97 / 1000),
+                             MetricRow(t.id, 199, "val_loss", 0.31 if t.kind == "rerun" else 0.35)])
+        finish(store, t.id, TrialState.COMPLETED, 0.31 if t.kind == "rerun" else 0.35)
+    data = json.loads(project.tuneplay("decide", "script", "--format", "json", check=True).stdout)
+    assert data["comparison"]["seed_ignored"] == [] and "ignores its seed" not in data["comparison"]["reason"]
+    assert data["verdict"] == "adopt"  # 0.31 on every seed against 0.35 on every seed

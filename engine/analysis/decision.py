@@ -22,7 +22,7 @@ Verdict rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -86,7 +86,7 @@ class Comparison:
 def compare(
     candidate_values: Sequence[float], baseline_values: Sequence[float], mode: str,
     alpha: float = 0.05, min_effect: float = 0.0, n_boot: int = N_BOOT, seed: int = 0,
-    workload: Any = None, metric: str = "",
+    workload: Any = None, metric: str = "", seeded: Collection[str] = (),
 ) -> Comparison:
     """Compare a candidate's metric over seeds with the baseline's and decide.
 
@@ -98,6 +98,8 @@ def compare(
         n_boot, seed: bootstrap resamples and their random seed (deterministic by default).
         workload, metric: the study's, for the advice when its seeds change nothing (how to
             pass the seed differs between a command and a Python workload).
+        seeded: sides (``"candidate"``, ``"baseline"``) known to have used their seeds (their
+            curves differ), whose identical values are then a coarse metric's coincidence.
     """
     sign = direction(mode)
     c = _finite(candidate_values)
@@ -105,7 +107,7 @@ def compare(
     if len(c) < 2 or len(b) < 2:
         return _too_few(c, b, mode, alpha, min_effect)
     same = [IdenticalReruns(side, len(v), float(v[0]))
-            for side, v in (("candidate", c), ("baseline", b)) if identical(v.tolist())]
+            for side, v in (("candidate", c), ("baseline", b)) if identical(v.tolist()) and side not in seeded]
     if same:
         return _seed_ignored(c, b, mode, alpha, min_effect, same, workload, metric)
     mc, mb, sc, sb = float(c.mean()), float(b.mean()), float(c.std(ddof=1)), float(b.std(ddof=1))
@@ -160,8 +162,11 @@ def _seed_ignored(
         alpha, min_effect, tuple(s.label for s in same))
 
 
-def _welch(c: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Welch's t (a side with zero spread never gets here: see :func:`_seed_ignored`)."""
+def _welch(c: np.ndarray, b: np.ndarray) -> tuple[float | None, float]:
+    """Welch's t; with zero spread on both sides (seeds that were used, on a coarse metric)
+    the difference is exact (p 0 or 1)."""
+    if c.std() == 0 and b.std() == 0:
+        return None, (1.0 if c.mean() == b.mean() else 0.0)
     res = stats.ttest_ind(c, b, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 

@@ -24,8 +24,10 @@ def seed_ignored_finding(trials: pd.DataFrame, spec: StudySpec) -> Finding | Non
     """A warning when some group of seed reruns (one configuration, two or more seeds) gave
     exactly the same value on every seed; None when every group varies (or none exists)."""
     groups = _rerun_groups(trials)
+    # the best step too: a coarse metric (an error rate) can agree by chance, rarely also
+    # at the same step (``decide`` goes further and compares the whole curves)
     found = [(label, g) for label, g in groups if g["seed"].nunique() >= 2
-             and identical(g["best_value"].tolist())]
+             and identical(g["best_value"].tolist()) and g["best_step"].nunique() == 1]
     if not found:
         return None
     same = [IdenticalReruns(label, len(g), float(g["best_value"].iloc[0])) for label, g in found]
