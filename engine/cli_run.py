@@ -48,7 +48,7 @@ def _slot_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from engine.runner.control import start_engine
-    from engine.spec import SpecError, load_study
+    from engine.spec import SpecError, line_of, load_study
     from engine.store import open_store
     from engine.workspace import StudyConflict, launch_study
 
@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         launch = launch_study(store, spec)
     except StudyConflict as exc:
-        raise SpecError(args.file, "study.name", str(exc)) from None
+        raise SpecError(args.file, exc.key, str(exc), line_of(args.file, exc.key)) from None
     verb = "created" if launch.created else "continued"
     print(f"study {spec.name!r} {verb}: {len(launch.new_trials)} trials enqueued "
           f"(workspace {ws})")

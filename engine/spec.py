@@ -252,13 +252,15 @@ def _decode(data: bytes, path: str) -> str:
 
 
 def line_of(path: str, dotted_key: str) -> int | None:
-    """The line ``dotted_key`` (``study.experiment``) is written on in the file, if found."""
+    """The line ``dotted_key`` (``study.experiment``) is written on in the file, or its
+    table's header when the key is not written (a default was used)."""
     try:
         text = _decode(Path(path).read_bytes(), path)
     except (OSError, SpecError):
         return None
     table, _, key = dotted_key.rpartition(".")
-    return _Lines(text).of(table or None, key)
+    lines = _Lines(text)
+    return lines.of(table or None, key) or (lines.of(table) if table else None)
 
 
 def parse_study(text: str, path: str = "<study>", resolve: bool = True) -> StudySpec:

@@ -29,7 +29,12 @@ _MUTABLE_KEYS = {"budget", "goal", "source", "fuse", "target", "base_config", "b
 
 
 class StudyConflict(StoreError):
-    """A study file names an existing study but describes a different search."""
+    """A study file names an existing study but describes a different search, or an
+    experiment that runs another workload; ``key`` is the study file's key at fault."""
+
+    def __init__(self, message: str, key: str = "study.name") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ def ensure_experiment(store: Storage, spec: StudySpec) -> Experiment:
         if exp.workload != spec.workload_ref:
             raise StudyConflict(
                 f"experiment {exp.name!r} runs {exp.workload}, not {spec.workload_ref}; "
-                "set [study] experiment to another name"
+                "set [study] experiment to another name", key="study.experiment",
             )
         return exp
     exp = store.create_experiment(spec.experiment, spec.workload_ref)

@@ -286,3 +286,16 @@ x = { low = 0.0, high = 1.0 }
     trials = project.store().list_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETED] * 2, [t.error for t in trials]
     assert project.store().find_experiment("besidetrain") is not None
+
+
+def test_an_experiment_shared_by_two_workloads_is_refused_with_file_line_and_key(project: Project) -> None:
+    for module in ("first", "second"):
+        project.write(f"{module}.py", BESIDE)
+    text = '[study]\nname = "{m}"\nworkload = "{m}:train"\nexperiment = "shared"\nmax_train_steps = 2\nbudget = 1\n'
+    project.tuneplay("run", str(project.write("a.toml", text.format(m="first"))), check=True)
+    second = project.write("b.toml", text.format(m="second"))
+    proc = project.tuneplay("run", str(second))
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"{second}:4: study.experiment: experiment 'shared' runs first:train, "
+                                  "not second:train"), proc.stderr
+    assert project.store().find_study("second") is None
