@@ -26,8 +26,15 @@ class UserError(Exception):
 def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneplay",
-        description="Tune deep learning models the playbook's way, from the terminal.",
+        usage="tuneplay [--workspace DIR] [FILE.toml]\n       tuneplay [--workspace DIR] COMMAND ...",
+        description="Tune deep learning models the playbook's way, from the terminal.\n\n"
+                    "With no COMMAND, opens the app on the workspace (and on FILE.toml, a study\n"
+                    "file to review in Design). The first use in a folder creates ./.tuneplay/\n"
+                    "and starts its engine in the background: it keeps training after you quit;\n"
+                    "`tuneplay engine stop` stops it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"tuneplay {_version()}")
     parser.add_argument(
         "--workspace", metavar="DIR",
         help="workspace folder (default: $TUNEPLAY_WORKSPACE or ./.tuneplay)",
@@ -46,6 +53,15 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     for register in [*_extra_registrars(), *extra]:
         register(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tuneplay")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def _extra_registrars() -> list[Callable[[Any], None]]:

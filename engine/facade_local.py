@@ -144,7 +144,7 @@ class LocalFacade:
             eval_every=max(1, base.max_train_steps // 20), budget=1, experiment=exp.name,
             goal=f"Run baseline v{base.version} once", fixed=dict(base.config),
         )
-        launch = ws_ops.launch_study(self.store, spec)
+        launch = ws_ops.launch_study(self.store, spec, kind="baseline")
         self.start_engine()
         return launch.study
 

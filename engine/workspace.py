@@ -25,7 +25,7 @@ from engine.workloads.command import CommandWorkload
 
 # Keys of a stored spec that may change when a study is continued from its file.
 _MUTABLE_KEYS = {"budget", "goal", "source", "fuse", "target", "base_config", "baseline_version",
-                 "workload_dir"}
+                 "workload_dir", "kind"}
 
 
 class StudyConflict(StoreError):
@@ -92,11 +92,14 @@ def _workload_defaults(spec: StudySpec) -> dict[str, Any]:
         return {}
 
 
-def launch_study(store: Storage, spec: StudySpec, initial_bayes: int = 4) -> Launch:
-    """Create the study (or continue the stored one of that name) and enqueue its trials."""
+def launch_study(store: Storage, spec: StudySpec, initial_bayes: int = 4, kind: str = "") -> Launch:
+    """Create the study (or continue the stored one of that name) and enqueue its trials.
+    ``kind="baseline"`` marks a run of the baseline itself (stage 1), not a search."""
     existing = store.find_study(spec.name)
     stored = spec.to_dict()
     if existing is None:
+        if kind:
+            stored["kind"] = kind
         exp = ensure_experiment(store, spec)
         baseline = store.list_baselines(exp.id)[-1]
         stored["base_config"] = dict(baseline.config)

@@ -287,11 +287,16 @@ def run_app(args: list[str]) -> int:
     try:
         from engine.facade_local import LocalFacade
 
-        facade = LocalFacade(workspace_path(opts.workspace))
+        path = workspace_path(opts.workspace)
+        created = not path.exists()
+        facade = LocalFacade(path)
     except Exception as exc:  # noqa: BLE001 (an error boundary)
         print(f"tuneplay: cannot open the workspace: {one_line(exc)}", file=sys.stderr)
         return 2
     app = TuneplayApp(facade, study_file=opts.file)
     app.run()
+    if created:  # said once, on the terminal, where it stays readable after the app closes
+        print(f"tuneplay: created the workspace {path}; its engine runs in the background and "
+              "keeps training after you quit (`tuneplay engine stop` stops it)")
     print(app.return_value or app.quit_message())
     return 0

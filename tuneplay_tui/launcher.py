@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -16,6 +17,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from engine.cli import main as cli_main
 
     if _wants_app(args):
+        missing = [a for a in args if a.endswith(".toml") and not Path(a).is_file()]
+        if missing:  # a typo is one line on the terminal, not an app with a vanishing popup
+            print(f"{missing[0]}: no such file", file=sys.stderr)
+            return 2
         from tuneplay_tui.app import run_app
 
         return run_app(args)

@@ -7,6 +7,7 @@ are plain functions of the data.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, deque
 from collections.abc import Sequence
 from typing import Any
@@ -25,8 +26,13 @@ HISTORY = 8  # utilisation samples kept per device
 
 
 def is_baseline_run(study: Study) -> bool:
-    """A study that runs the baseline config itself (stage 1), not a search."""
-    return study.spec.get("kind") == "baseline" or "-baseline" in study.name
+    """A study that runs the baseline config itself (stage 1), not a search: marked so when
+    stored. Runs stored before the mark existed are known by the exact name the app gave
+    them (``<experiment>-baseline-v<N>``, one trial): a study's name alone never hides it."""
+    kind = study.spec.get("kind")
+    if kind is not None:
+        return kind == "baseline"
+    return bool(re.search(r"-baseline-v\d+$", study.name)) and study.spec.get("budget") == 1
 
 
 def finished_count(counts: Any) -> int:

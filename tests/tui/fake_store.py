@@ -120,6 +120,10 @@ class FakeStore:
         self.decisions.append(d)
         return d
 
+    def read_metrics(self, trial_ids: Sequence[int] | None = None, names: Sequence[str] | None = None) -> list[Any]:
+        """No stored curves: ``decide`` then judges seed reruns by their values alone."""
+        return []
+
     def list_decisions(self, experiment_id: int | None = None) -> list[Decision]:
         return [d for d in self.decisions
                 if experiment_id is None or d.experiment_id == experiment_id]
