@@ -3,6 +3,7 @@ program receives it, and metrics read from its output (no training here: fast)."
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -194,3 +195,31 @@ def test_steps_that_are_not_steps_are_refused_at_the_edge(tmp_path: Path) -> Non
     _read_metrics(path, offset, jctx, final=True)  # type: ignore[arg-type]
     assert jctx.points[-1] == (3, {"val_loss": 0.25})
 
+
+
+def test_each_attempt_header_starts_a_line_even_after_a_program_stopped_mid_line(tmp_path: Path) -> None:
+    from engine.runner.command import run_command
+    from engine.runner.context import TrialContext
+    from engine.spec import parse_study
+    from engine.store import open_store
+    from engine.workspace import launch_study
+
+    ws = tmp_path / ".tuneplay"
+    store = open_store(ws)
+    script = tmp_path / "one.py"
+    script.write_text("print('step 0 val_loss 0.5')\n")
+    study = (f'[study]\nname = "h"\nmetric = "val_loss"\nmax_train_steps = 2\nbudget = 1\n[study.workload]\n'
+             f'command = [{json.dumps(sys.executable)}, "one.py"]\n'
+             "stdout = ['^step (?P<step>\\d+) val_loss (?P<val_loss>\\S+)']\n")
+    spec = parse_study(study, str(tmp_path / "h.toml"))
+    launch_study(store, spec)
+    (trial,) = store.claim_trials("w", "cpu", limit=1)
+    folder = ws / "checkpoints" / str(trial.id)
+    folder.mkdir(parents=True)
+    (folder / "output.log").write_text("--- attempt 1: [] in /\nstep 7: train loss 0.1, val")  # killed mid-line
+    ctx = TrialContext(store, trial, "val_loss", "min", 1, folder, "cpu")
+    assert isinstance(spec.workload, CommandWorkload)
+    run_command(spec.workload, {}, ctx, ws, attempt=2)
+    lines = (folder / "output.log").read_text().splitlines()
+    assert lines[1] == "step 7: train loss 0.1, val" and lines[2].startswith("--- attempt 2: [")
+    assert ctx.best_value == 0.5

@@ -73,7 +73,10 @@ def run_command(
     cwd = workload.cwd or str(workspace.resolve().parent)
     reader = OutputReader(workload, ctx, log_path, start_step=steps_done if attempt > 1 else 0)
     with open(log_path, "ab") as log_fh:
-        log_fh.write(f"--- attempt {attempt}: {json.dumps(argv)} in {cwd}\n".encode())
+        # a program stopped mid-line (print writes its text, then its newline) leaves the
+        # log without a last newline: each attempt's header starts a line of its own
+        lead = "\n" if log_fh.tell() and not _ends_with_newline(log_path) else ""
+        log_fh.write(f"{lead}--- attempt {attempt}: {json.dumps(argv)} in {cwd}\n".encode())
         log_fh.flush()
         proc = subprocess.Popen(
             argv, env=_environment(ctx, values, metrics_path), stdin=subprocess.DEVNULL,
@@ -146,6 +149,12 @@ def end_orphan(trial_dir: Path) -> int | None:
             pass
     path.unlink(missing_ok=True)
     return ended
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def _prepare_output(out: Path, attempt: int) -> bool:
