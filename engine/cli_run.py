@@ -110,19 +110,24 @@ def wait_for_study(store: Any, study_id: int, poll: float = 0.5) -> int:
 
 def cmd_engine(args: argparse.Namespace) -> int:
     from engine.runner.control import engine_status, start_engine, stop_engine
+    from engine.store import DiskFullError
 
     ws = workspace_dir(args)
     if args.action == "status":
         status = engine_status(ws)
-        if status.running:
-            print(f"engine running (pid {status.pid}) for {ws}")
-            return 0
-        print(f"no engine serves {ws}")
-        return 1
+        print(f"engine running (pid {status.pid}) for {ws}" if status.running else f"no engine serves {ws}")
+        if status.disk_full:
+            print(f"paused: {status.disk_full}" if status.running else status.disk_full)
+        return 0 if status.running else 1
     if args.action == "start":
-        open_existing_store(args) if (ws / "tuneplay.db").exists() else _create(ws)
+        try:  # refuses a database that is not a workspace (an empty file, say) before starting
+            open_existing_store(args) if (ws / "tuneplay.db").exists() else _create(ws)
+        except DiskFullError:
+            pass  # the engine starts anyway and waits for room (`engine status` says so)
         status = start_engine(ws, args.slots_per_gpu, args.cpu_slots)
         print(f"engine running (pid {status.pid}); log {status.log_path}")
+        if status.disk_full:
+            print(f"paused: {status.disk_full}")
         return 0
     stopped = stop_engine(ws)
     print("engine stopped; running trials checkpointed and paused until the next start"

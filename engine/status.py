@@ -116,8 +116,9 @@ def workspace_summary(workspace: Path) -> str:
 
     store = open_store(workspace)
     status = engine_status(workspace)
-    lines = [f"workspace {workspace}",
-             f"engine: running (pid {status.pid})" if status.running else "engine: not running"]
+    lines = [f"workspace {workspace}", f"engine: {status.describe()}"]
+    if status.disk_full and not status.running:
+        lines.append(status.disk_full)
     for exp in store.list_experiments():
         baselines = store.list_baselines(exp.id)
         version = f"baseline v{baselines[-1].version}" if baselines else "no baseline"

@@ -186,19 +186,38 @@ note = {{ values = [{values}] }}
 
 
 def test_engine_stop_pauses_and_next_start_resumes(project: Project) -> None:
-    # long enough that neither trial can finish while `engine stop` starts up on a busy machine
-    # (2500 steps, about 3 s a trial, once raced it)
+    # Every wait is on the trials' own progress (states, steps, checkpoints), never on how
+    # long a trial should take: a busy machine only makes it slower. 8000 steps keep both
+    # trials training while `engine stop` starts up, however slow that is.
+    from tests.progress_wait import wait_while_progressing
+
     study = project.write("p.toml", DIGITS.format(name="pausing", steps=8000, every=100, budget=2, fuse='"off"'))
     project.tuneplay("run", str(study), "--cpu-slots", "2", check=True)
     store = project.store()
-    wait_until(lambda: sum(t.steps_done >= 200 for t in store.list_trials(states=[TrialState.RUNNING])) == 2)
+
+    def progress() -> tuple[tuple[str, int, int], ...]:
+        return tuple((t.state.value, t.attempt, t.steps_done) for t in store.list_trials())
+
+    def both_running_with_a_checkpoint() -> bool:
+        running = store.list_trials(states=[TrialState.RUNNING])
+        return len(running) == 2 and all(
+            any(c.kind == "latest" for c in store.get_checkpoints(t.id)) for t in running)
+
+    wait_while_progressing(both_running_with_a_checkpoint, progress)
     stop = project.tuneplay("engine", "stop", check=True)
     assert "paused" in stop.stdout
-    assert {t.state for t in store.list_trials()} == {TrialState.PAUSED}
+    paused = store.list_trials()
+    assert {t.state for t in paused} == {TrialState.PAUSED}, [(t.id, t.state, t.steps_done) for t in paused]
     assert project.tuneplay("engine", "status").returncode == 1
     project.tuneplay("engine", "start", "--cpu-slots", "2", check=True)
-    wait_until(lambda: all(t.state == TrialState.COMPLETED for t in store.list_trials()), timeout=180)
-    assert all(t.attempt == 2 for t in store.list_trials())
+    wait_while_progressing(lambda: all(t.state.is_finished() for t in store.list_trials()), progress)
+    trials = store.list_trials()
+    assert all(t.state == TrialState.COMPLETED for t in trials), [(t.id, t.state, t.error) for t in trials]
+    assert all(t.attempt == 2 for t in trials)
+    logs = "".join(p.read_text() for p in (project.workspace / "logs").glob("worker-*.log"))
+    for before in paused:  # each resumed from its checkpoint, not from step 0
+        line = next(ln for ln in logs.splitlines() if f"trial {before.id} resumes at step" in ln)
+        assert int(line.split("resumes at step ")[1].split()[0]) > 0, line
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")

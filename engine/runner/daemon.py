@@ -3,9 +3,21 @@
 It holds an exclusive lock on ``<workspace>/engine.lock`` (so only one engine serves a
 workspace), keeps one warm worker process per slot, replaces workers that die (the trial a
 dead worker held resumes from its checkpoint, FAILED with every attempt's reason once
-MAX_ATTEMPTS are spent), ends command programs a dead worker left running, resumes trials
-whose heartbeat went stale, tops up Bayesian studies as results arrive, and on SIGTERM asks every worker to
-checkpoint and leave its trial PAUSED, to be resumed by the next engine.
+MAX_ATTEMPTS are spent) or hang (a worker whose trial stopped beating, or that was stopped
+by a signal, is killed and replaced), ends command programs a dead worker left running,
+resumes trials whose heartbeat went stale, tops up Bayesian studies as results arrive, and
+on SIGTERM asks every worker to checkpoint and leave its trial PAUSED, to be resumed by the
+next engine.
+
+A full disk does not end it: while the workspace's disk is full no trial is claimed (the
+store refuses claims), the engine's own bookkeeping waits, and everything carries on once
+there is room. Other store errors are logged and retried; a database the store refuses
+(empty, another schema) is refused at start, saying why in the engine log.
+
+The lock is a POSIX record lock (``fcntl.lockf``): anyone can ask the kernel who holds it
+(``F_GETLK``) without taking it, so ``engine status`` never disturbs a starting engine, and
+the answer names the holder's pid, never a stale one from a file. ``engine.pid`` (written
+atomically) says the same for people and for pid namespaces where the kernel cannot.
 
 Slots are as wide as the widest study with work left needs (``gpus_per_trial``): when queued
 trials need other slots, the engine waits until no trial runs (workers stop claiming once
@@ -21,18 +33,19 @@ import json
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from engine.runner.checkpoint_writer import remove_orphans
 from engine.runner.command import end_orphan, end_orphans
 from engine.runner.slots import HostSlots, Slot
-from engine.store import open_store
-from engine.store.base import Storage, Study, Trial, TrialProgress, TrialState
+from engine.store import DiskFullError, disk_full, open_store
+from engine.store.base import Storage, StoreError, Study, Trial, TrialProgress, TrialState
 
 STALE_SECONDS = 5.0  # a live worker beats every second
 LOOP_SECONDS = 0.2
@@ -40,29 +53,53 @@ STOP_TIMEOUT_SECONDS = 60.0
 MAX_ATTEMPTS = 3  # a trial whose worker dies or freezes this often is FAILED, not retried
 FIT_SECONDS = 1.0  # how often the engine checks that its slots fit the studies with work left
 ACTIVE_STATES = (TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED)
+STORE_RETRY_SECONDS = 2.0  # how often a store that cannot be opened (disk full) is tried again
+LOCK_NAME, PID_NAME = "engine.lock", "engine.pid"
+_FLOCK = "@hhqqi"  # struct flock: l_type, l_whence, l_start, l_len, l_pid (64-bit off_t)
 log = logging.getLogger("tuneplay.engine")
+_held: dict[str, EngineLock] = {}  # locks this process holds, by path (see engine_pid)
 
 
 class EngineLock:
-    """An exclusive, non-blocking flock on the workspace's engine.lock file."""
+    """An exclusive, non-blocking POSIX lock on the workspace's engine.lock file.
+
+    A POSIX lock goes when its process closes *any* descriptor of the file, so this
+    process never opens engine.lock again while it holds the lock (``engine_pid`` knows).
+    """
 
     def __init__(self, workspace: Path) -> None:
-        self.path = workspace / "engine.lock"
+        self.workspace = workspace
+        self.path = workspace / LOCK_NAME
         self.fh: IO[str] | None = None
 
     def acquire(self) -> bool:
-        fh = open(self.path, "a+")
+        fh = open(self.path, "a+")  # noqa: SIM115 (held open as long as the lock)
         try:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # engines before the POSIX lock took a flock: one of them may still serve
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            fh.close()
+            fh.close()  # releases the POSIX lock if it was taken
             return False
-        fh.seek(0)
-        fh.truncate()
-        fh.write(json.dumps({"pid": os.getpid(), "started": time.time()}))
-        fh.flush()
         self.fh = fh
+        _held[str(self.path)] = self
+        self._write_pid_file()
         return True
+
+    def _write_pid_file(self) -> None:
+        """engine.pid, replaced whole (temp file, then ``os.replace``): a reader sees the
+        old engine's or this one's, never a half-written file."""
+        path = self.workspace / PID_NAME
+        tmp = path.with_name(f".{PID_NAME}.{os.getpid()}")
+        record = {"pid": os.getpid(), "started": time.time(), "workspace": str(self.workspace)}
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(json.dumps(record))
+            os.replace(tmp, path)
+        except OSError as exc:  # a full disk, say: the lock alone says who serves
+            log.warning("could not write %s: %s", path, exc)
+            tmp.unlink(missing_ok=True)
 
     def still_ours(self) -> bool:
         """False once the lock file was deleted or replaced (the workspace was removed)."""
@@ -73,21 +110,50 @@ class EngineLock:
 
 
 def engine_pid(workspace: Path) -> int | None:
-    """The pid of the engine serving ``workspace``, or None when none holds the lock."""
-    path = workspace / "engine.lock"
-    if not path.exists():
+    """The pid of the engine serving ``workspace``, or None when no process holds its lock.
+
+    Asks the kernel who holds the lock (``F_GETLK``) without taking it, so concurrent
+    callers never disturb an engine that is starting. -1: an engine holds the lock but its
+    pid is unknown (it runs in another pid namespace and engine.pid could not be read).
+    """
+    path = workspace / LOCK_NAME
+    if str(path) in _held:  # opening (and closing) it here would release our own lock
+        return os.getpid()
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
         return None
-    with open(path, "a+") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            try:
-                return int(json.loads(fh.read() or "{}").get("pid", 0)) or -1
-            except ValueError:
-                return -1
-        fcntl.flock(fh, fcntl.LOCK_UN)
-    return None
+    try:
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query + bytes(8))
+    finally:
+        os.close(fd)
+    kind, _, _, _, pid = struct.unpack(_FLOCK, answer[: struct.calcsize(_FLOCK)])
+    if kind == fcntl.F_UNLCK:
+        return None
+    return pid if pid > 0 else _pid_from_file(workspace)
+
+
+def _pid_from_file(workspace: Path) -> int:
+    try:
+        return int(json.loads((workspace / PID_NAME).read_text()).get("pid", -1))
+    except (OSError, ValueError, AttributeError):
+        return -1
+
+
+def is_engine_process(pid: int, workspace: Path) -> bool:
+    """Whether ``pid`` runs this module for ``workspace`` (from /proc; True where there is
+    no /proc to ask). Checked before signalling a pid, which may have been reused."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+    except OSError:
+        return False
+    if "engine.runner.daemon" not in argv or "--workspace" not in argv:
+        return False
+    i = argv.index("--workspace") + 1
+    return i < len(argv) and os.path.realpath(argv[i]) == os.path.realpath(workspace)
 
 
 def study_width(study: Study) -> int:
@@ -130,6 +196,12 @@ class Engine:
         self.width = max((s.width for s in self.slots), default=1)
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.stopping = False
+        self.settled = False  # the start's bookkeeping is done (it waits while the disk is full)
+        self.disk_full: str | None = None  # why the disk counts as full, while it does
+        self._beats_trusted_at = 0.0  # heartbeats could not be written before this time
+        self._stopped_since: dict[str, float] = {}  # slot -> when its worker was seen stopped
+        self._spawned_at: dict[str, float] = {}  # slot -> when its worker started
+        self._last_error = ""
 
     def start(self) -> None:
         orphans = remove_orphans(self.workspace / "checkpoints")
@@ -138,38 +210,50 @@ class Engine:
         ended = end_orphans(self.workspace / "checkpoints")
         if ended:
             log.info("ended %d command programs left running by killed workers", len(ended))
+        self._guarded(self._settle)
+        self._spawn_all()
+
+    def _settle(self) -> None:
+        """Resume what the last engine left (stale and paused trials) and plan the slots."""
         resumed = self._requeue_stale()
         paused = self._resume_paused()
         widths = wide_studies(self.store)
         self._fail_unfit(widths)
         width = _fitting_width(widths, self.host)
-        if width != self.width:  # no worker yet: just plan other slots
+        if width != self.width and not self.workers:  # no worker yet: just plan other slots
             self.slots, self.width = self.host.plan(width), width
+        self.settled = True
         log.info("engine up: %d slots (%s); resumed %d stale and %d paused trials",
                  len(self.slots), ", ".join(s.name for s in self.slots), len(resumed), paused)
-        self._spawn_all()
 
     def _spawn_all(self) -> None:
-        self.store.set_meta("engine.slots", json.dumps([s.name for s in self.slots]))
+        self._guarded(lambda: self.store.set_meta("engine.slots", json.dumps([s.name for s in self.slots])))
         for slot in self.slots:
             self._spawn(slot)
 
     def _resume_paused(self) -> int:
         raw = self.store.get_meta("engine.paused_by_stop")
         ids = json.loads(raw) if raw else []
-        self.store.set_meta("engine.paused_by_stop", "[]")
-        return self.store.set_state(ids, TrialState.QUEUED, only_from=[TrialState.PAUSED]) if ids else 0
+        resumed = self.store.set_state(ids, TrialState.QUEUED, only_from=[TrialState.PAUSED]) if ids else 0
+        self.store.set_meta("engine.paused_by_stop", "[]")  # after: a failed write is retried whole
+        return resumed
 
     def _spawn(self, slot: Slot) -> None:
+        """Start the slot's worker; if it cannot start now, ``_reap`` tries again."""
         env = {**os.environ, **dict(slot.env), "OMP_NUM_THREADS": str(slot.threads), "PYTHONUNBUFFERED": "1"}
         log_path = self.workspace / "logs" / f"worker-{slot.name}.log"
-        with open(log_path, "ab") as log_fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.runner.worker", "--workspace", str(self.workspace),
-                 "--name", slot.name, "--device", slot.device, "--label", slot.label,
-                 "--threads", str(slot.threads)],
-                env=env, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
-            )
+        self._spawned_at[slot.name] = time.time()
+        try:
+            with open(log_path, "ab") as log_fh:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "engine.runner.worker", "--workspace", str(self.workspace),
+                     "--name", slot.name, "--device", slot.device, "--label", slot.label,
+                     "--threads", str(slot.threads)],
+                    env=env, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
+                )
+        except OSError as exc:  # no room for its log, no memory for a process: later
+            log.error("could not start worker %s: %s", slot.name, exc)
+            return
         self.workers[slot.name] = proc
 
     def loop(self) -> None:
@@ -179,25 +263,77 @@ class Engine:
                 log.error("the workspace %s was removed or replaced; stopping", self.workspace)
                 self.stopping = True
                 break
-            self.store.set_meta("engine.heartbeat", str(time.time()))
-            self._reap()
+            self._beat()
+            if not self.settled:
+                self._guarded(self._settle)
+            self._guarded(self._reap)
             if time.time() - last_stale_check > 1.0:
-                for trial in self._requeue_stale():
-                    log.info("trial %s: heartbeat went stale; requeued to resume", trial.id)
+                self._guarded(self._check_stale)
                 last_stale_check = time.time()
-            self._top_up_bayesian()
+            if not self.disk_full:  # its new trials could not be claimed (nor, often, stored)
+                self._top_up_bayesian()
             if time.time() - last_fit > FIT_SECONDS:  # after the top-up: its new trials count
-                self._fit_slots()
+                self._guarded(self._fit_slots)
                 last_fit = time.time()
             time.sleep(LOOP_SECONDS)
         self._shutdown()
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        """Run one step of the loop; a store error (a full disk, a database gone bad) is
+        logged, once per kind, and the step is tried again on a later round."""
+        try:
+            step()
+        except DiskFullError as exc:
+            self._note_disk(str(exc))
+        except StoreError as exc:
+            self._log_store_error(exc)
+
+    def _log_store_error(self, exc: StoreError) -> None:
+        if str(exc) != self._last_error:  # once, not five times a second
+            log.error("workspace store error (tried again): %s", exc)
+            self._last_error = str(exc)
+
+    def _beat(self) -> None:
+        """Record the engine's heartbeat, and whether the disk is full: by its free space, or
+        by the heartbeat itself failing for lack of room."""
+        full = disk_full(self.workspace)
+        try:
+            self.store.set_meta("engine.heartbeat", str(time.time()))
+        except DiskFullError as exc:
+            full = full or str(exc)
+        except StoreError as exc:
+            self._log_store_error(exc)
+        self._note_disk(full)
+
+    def _note_disk(self, reason: str | None) -> None:
+        """Track whether the disk is full. Heartbeats cannot be written meanwhile, so trials
+        are not judged stale until workers have had STALE_SECONDS to beat again."""
+        if reason:
+            if not self.disk_full:
+                log.warning("%s; no trial is claimed until there is room", reason)
+            self.disk_full = reason
+            self._beats_trusted_at = time.time() + STALE_SECONDS
+        elif self.disk_full:
+            self.disk_full = None
+            log.info("the disk has room again; trials are claimed again")
+
+    def _check_stale(self) -> None:
+        if self.disk_full or time.time() < self._beats_trusted_at:
+            return
+        self._kill_stopped_workers()
+        for trial in self._requeue_stale():
+            log.info("trial %s: heartbeat went stale; requeued to resume", trial.id)
 
     def _reap(self) -> None:
         """Replace dead workers. A trial a worker held when it died is tried again from its
         last checkpoint (the program a command trial left running is ended first); after
         MAX_ATTEMPTS attempts it is FAILED, each attempt's reason in its error."""
         for slot in self.slots:
-            proc = self.workers.get(slot.name)
+            if slot.name not in self.workers:  # it could not be started: try again
+                if not self.stopping:
+                    self._spawn(slot)
+                continue
+            proc = self.workers[slot.name]
             if proc is None or proc.poll() is None:
                 continue
             reason = _exit_reason(proc.returncode)
@@ -211,14 +347,55 @@ class Engine:
 
     def _requeue_stale(self) -> list[Trial]:
         """RUNNING trials whose worker stopped beating go back to the queue to resume, unless
-        their attempts are spent (then FAILED); a frozen worker's command program is ended."""
+        their attempts are spent (then FAILED); a frozen worker's command program is ended,
+        and the worker itself is killed first (``_reap`` replaces it), so it can never wake
+        to train a trial another worker has claimed meanwhile."""
         cutoff = time.time() - STALE_SECONDS
-        for trial in self.store.list_trials(states=[TrialState.RUNNING]):
-            if (trial.heartbeat_at or trial.started_at or 0) < cutoff:
-                end_orphan(self.workspace / "checkpoints" / str(trial.id))
-                if trial.attempt >= MAX_ATTEMPTS:
-                    self._retry_or_fail(trial, "its worker stopped answering (no heartbeat)")
+        running = self.store.list_trials(states=[TrialState.RUNNING])
+        stale = [t for t in running if (t.heartbeat_at or t.started_at or 0) < cutoff]
+        self._kill_workers(self._hung(running, stale), "its trial's heartbeat went stale")
+        for trial in stale:
+            end_orphan(self.workspace / "checkpoints" / str(trial.id))
+            if trial.attempt >= MAX_ATTEMPTS:
+                self._retry_or_fail(trial, "its worker stopped answering (no heartbeat)")
         return self.store.requeue_stale(cutoff)
+
+    def _hung(self, running: list[Trial], stale: list[Trial]) -> set[str]:
+        """Workers that claimed a now stale trial themselves and beat for none of their trials.
+        A stale trial left by the last engine (or by a worker since replaced) names the slot
+        of the worker there now; one a live worker gave up on (its end could not be recorded)
+        sits beside the fresh trial it trains now."""
+        stale_ids = {t.id for t in stale}
+        beating = {t.worker for t in running if t.id not in stale_ids}
+        return {t.worker for t in stale if t.worker not in beating
+                and (t.started_at or 0) >= self._spawned_at.get(t.worker, time.time())}
+
+    def _kill_stopped_workers(self) -> None:
+        """A worker stopped by a signal (SIGSTOP, SIGTSTP) for STALE_SECONDS, even an idle one
+        that holds no trial to go stale, is hung as far as its slot is concerned."""
+        now, stopped = time.time(), set()
+        for name, proc in self.workers.items():
+            if proc is not None and proc.poll() is None and _process_state(proc.pid) == "T":
+                since = self._stopped_since.setdefault(name, now)
+                if now - since >= STALE_SECONDS:
+                    stopped.add(name)
+            else:
+                self._stopped_since.pop(name, None)
+        self._kill_workers(stopped, "it was stopped by a signal")
+
+    def _kill_workers(self, names: set[str], why: str) -> None:
+        """SIGKILL the named live workers and wait for them; ``_reap`` starts new ones."""
+        for name in sorted(names):
+            proc = self.workers.get(name)
+            if proc is None or proc.poll() is not None:
+                continue
+            log.warning("worker %s (pid %d) is hung (%s); killing it to free its slot", name, proc.pid, why)
+            proc.kill()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.error("worker %s (pid %d) did not die after SIGKILL", name, proc.pid)
+            self._stopped_since.pop(name, None)
 
     def _retry_or_fail(self, trial: Trial, reason: str) -> None:
         key = f"trial.{trial.id}.attempts"
@@ -280,9 +457,22 @@ class Engine:
         self.stopping = True
 
     def _shutdown(self) -> None:
-        """Ask workers to checkpoint and stop; their running trials are left PAUSED."""
-        running_before = {t.id for t in self.store.list_trials(states=[TrialState.RUNNING])}
+        """Ask workers to checkpoint and stop; their running trials are left PAUSED. When the
+        store cannot record that (a full disk), they stay RUNNING with a stale heartbeat, and
+        the next engine resumes them all the same."""
+        try:
+            running_before = {t.id for t in self.store.list_trials(states=[TrialState.RUNNING])}
+        except StoreError as exc:
+            log.error("could not list the running trials before stopping: %s", exc)
+            running_before = set()
         self._stop_workers()
+        try:
+            self._record_stop(running_before)
+        except StoreError as exc:
+            log.error("engine stopped; could not record which trials it paused (%s): the next "
+                      "engine resumes them from their checkpoints once their heartbeats are stale", exc)
+
+    def _record_stop(self, running_before: set[int]) -> None:
         paused = [t.id for t in self.store.list_trials(states=[TrialState.PAUSED]) if t.id in running_before]
         leftover = [t.id for t in self.store.list_trials(states=[TrialState.RUNNING]) if t.id in running_before]
         if leftover:  # a worker that did not answer in time: its trial resumes from its checkpoint
@@ -313,6 +503,16 @@ def _failed(trial: Trial, reason: str) -> TrialProgress:
     )
 
 
+def _process_state(pid: int) -> str:
+    """The state letter /proc gives ``pid`` (R, S, D, T, Z, ...; "" when unknown)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat[stat.rfind(")") + 1:].split()  # after the command name, which may hold spaces
+    return fields[0] if fields else ""
+
+
 def _exit_reason(code: int) -> str:
     if code < 0:
         try:
@@ -331,19 +531,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     workspace = Path(args.workspace)
     os.umask(0o077)  # workspace files are the owner's alone
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
+    try:  # before the lock: an engine that refuses its database never looks like it serves
+        store: Storage | None = open_store(workspace)
+    except DiskFullError:
+        store = None  # opened once there is room, holding the lock meanwhile
+    except StoreError as exc:
+        log.error("refusing to serve %s: %s", workspace, exc)
+        return 2
     lock = EngineLock(workspace)
     if not lock.acquire():
         log.error("another engine already serves %s", workspace)
         return 1
-    store = open_store(workspace)
+    stop = _StopFlag()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    store = store or _open_when_there_is_room(workspace, stop)
+    if store is None:
+        return 0
     host = HostSlots.detect(args.slots_per_gpu, args.cpu_slots)
     engine = Engine(store, workspace, host.plan(), lock, host)
+    engine.stopping = stop.requested
     signal.signal(signal.SIGTERM, engine.request_stop)
     signal.signal(signal.SIGINT, engine.request_stop)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     engine.start()
     engine.loop()
     return 0
+
+
+class _StopFlag:
+    """A SIGTERM before the engine exists (while it waits for the disk)."""
+
+    requested = False
+
+    def __call__(self, *_: Any) -> None:
+        self.requested = True
+
+
+def _open_when_there_is_room(workspace: Path, stop: _StopFlag) -> Storage | None:
+    """Open the store once the disk has room for it (None if asked to stop meanwhile)."""
+    warned = False
+    while not stop.requested:
+        try:
+            return open_store(workspace)
+        except DiskFullError as exc:
+            if not warned:
+                log.warning("%s; the engine starts serving once there is room", exc)
+                warned = True
+        time.sleep(STORE_RETRY_SECONDS)
+    return None
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from engine.store.base import (
 )
 from engine.store.memory import MemoryStorage
 from engine.store.sqlite import SQLiteStorage
+from engine.store.sqlite_db import DiskFullError, disk_full
 
 DB_NAME = "tuneplay.db"
 WORKSPACE_ENV = "TUNEPLAY_WORKSPACE"
@@ -34,8 +35,8 @@ WORKSPACE_SUBDIRS = ("checkpoints", "logs")
 
 __all__ = [
     "DB_NAME", "FINISHED_STATES", "SCHEMA_VERSION", "Baseline", "Checkpoint", "Decision",
-    "Experiment", "MemoryStorage", "MetricRow", "NewTrial", "SQLiteStorage", "Storage",
-    "StoreError", "Study", "Trial", "TrialProgress", "TrialState", "open_store",
+    "DiskFullError", "Experiment", "MemoryStorage", "MetricRow", "NewTrial", "SQLiteStorage", "Storage",
+    "StoreError", "Study", "Trial", "TrialProgress", "TrialState", "disk_full", "open_store",
     "workspace_path",
 ]
 
@@ -68,7 +69,8 @@ def open_store(workspace: str | os.PathLike[str]) -> SQLiteStorage:
 
     Raises:
         StoreError: the folder cannot be created, it is on a network filesystem, or its
-            database has another schema version.
+            database is empty (0 bytes) or has another schema version; DiskFullError (a
+            StoreError) when the disk is full.
     """
     root = Path(workspace).expanduser().absolute()
     _make_private_dir(root)

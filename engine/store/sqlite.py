@@ -34,7 +34,7 @@ from engine.store.rules import (
     to_json,
     trial_max_train_steps,
 )
-from engine.store.sqlite_db import BUSY_TIMEOUT_S, Connection, Database
+from engine.store.sqlite_db import BUSY_TIMEOUT_S, Connection, Database, DiskFullError, disk_full
 from engine.store.sqlite_rows import (
     BASELINE_COLS,
     DECISION_COLS,
@@ -292,7 +292,14 @@ class SQLiteStorage:
         self, worker: str, device: str, limit: int = 1, study_id: int | None = None,
         group: bool = False,
     ) -> list[Trial]:
-        """Atomically move up to ``limit`` QUEUED trials (oldest first) to RUNNING."""
+        """Atomically move up to ``limit`` QUEUED trials (oldest first) to RUNNING.
+
+        Claims nothing while the workspace's disk is full (see ``sqlite_db.disk_full``): a
+        trial started then could record neither metrics nor checkpoints, so it waits, QUEUED,
+        until there is room again.
+        """
+        if disk_full(self.path):
+            return []
         sql, args = "SELECT id, group_key FROM trials WHERE state = 'QUEUED'", []
         if study_id is not None:
             sql, args = sql + " AND study_id = ?", [study_id]
@@ -315,7 +322,10 @@ class SQLiteStorage:
                 (worker, device, now, now, _ids_json(ids)),
             )
             return self._trials_by_ids(conn, ids)
-        return self._run(write, write=True)
+        try:
+            return self._run(write, write=True)
+        except DiskFullError:  # the disk filled since the check: nothing was claimed
+            return []
 
     def next_queued_group_key(self) -> str | None:
         """The group key of the oldest QUEUED trial (None when nothing is queued)."""

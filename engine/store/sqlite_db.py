@@ -4,13 +4,21 @@ Every write runs in ``BEGIN IMMEDIATE ... COMMIT`` and is retried with backoff w
 another process holds the write lock, so "database is locked" never reaches a caller.
 Each process opens its own connection lazily (the object survives ``fork``); threads of
 one process share it behind a lock.
+
+A new database is built under a temporary name and linked into place, so a
+``tuneplay.db`` is never seen half made; an empty (0-byte) one is refused rather than
+silently made into a new, empty workspace beside the old one's checkpoints. A full disk
+raises :class:`DiskFullError`, saying "disk full" (SQLite itself often says only "disk I/O
+error" when it cannot grow its shared-memory file).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
+import secrets
 import sqlite3
 import threading
 import time
@@ -31,6 +39,15 @@ BUSY_TIMEOUT_S = 30.0
 LOCK_WAIT_S = 600.0  # give up (with a StoreError) after this long of continuous contention
 _FIRST_BACKOFF_S, _MAX_BACKOFF_S = 0.002, 0.25
 _BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED (the low byte of extended codes)
+_SQLITE_FULL, _SQLITE_IOERR, _SQLITE_CANTOPEN = 13, 10, 14
+# Less free space than this on the workspace's disk counts as full: trials are not claimed
+# (a trial started now could record neither metrics nor checkpoints). SQLite's journal needs
+# a few MiB at most; any real disk with less than this left is full for our purposes.
+DISK_RESERVE_BYTES = 16 * 2**20
+
+
+class DiskFullError(StoreError):
+    """The workspace's disk has no room left; waiting for space (not retrying) is the cure."""
 
 SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -109,6 +126,50 @@ def refuse_network_filesystem(path: str | Path, mounts: str | Path = "/proc/moun
         )
 
 
+def free_bytes(path: str | Path) -> int | None:
+    """Bytes free to this user on the filesystem holding ``path`` (None when unknown)."""
+    target = Path(path)
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    try:
+        st = os.statvfs(target)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def disk_full(path: str | Path) -> str | None:
+    """Why the disk holding ``path`` counts as full ("disk full: ..."), or None.
+
+    One ``statvfs`` call: cheap enough for a worker to ask before every claim.
+    """
+    free = free_bytes(path)
+    if free is None or free >= DISK_RESERVE_BYTES:
+        return None
+    return (f"disk full: {_size(free)} free on the disk holding {path} "
+            f"(tuneplay needs {_size(DISK_RESERVE_BYTES)}); free some space and trials carry on")
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < 2**20 else f"{n / 2**20:.1f} MiB"
+
+
+def store_error(path: Path, exc: sqlite3.Error | OSError) -> StoreError:
+    """``exc`` as a StoreError naming ``path``; a DiskFullError when the disk is full, also when
+    SQLite reports that only as an I/O error (it cannot grow its -shm or -wal file)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    low = None if code is None else code & 0xFF
+    full = (low == _SQLITE_FULL or "disk is full" in str(exc)
+            or getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT))
+    if full or (low in (_SQLITE_IOERR, _SQLITE_CANTOPEN) and disk_full(path)):
+        free = free_bytes(path)
+        room = f" ({_size(free)} free)" if free is not None else ""
+        return DiskFullError(f"{path}: disk full{room}: free some space on the workspace's disk")
+    return StoreError(f"{path}: {exc}")
+
+
 def is_busy(exc: sqlite3.Error) -> bool:
     """Whether ``exc`` means another connection holds a lock (worth retrying)."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -124,6 +185,10 @@ class Database:
     Args:
         path: the database file; created owner-only (0o600) with the schema when missing.
         busy_timeout: seconds SQLite itself waits for a lock before the retry loop backs off.
+
+    Raises:
+        StoreError: the file is empty (0 bytes), not a tuneplay database, of another schema
+            version, or on a network filesystem; DiskFullError when the disk is full.
     """
 
     def __init__(self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
@@ -134,6 +199,7 @@ class Database:
         self._pid = os.getpid()
         self._inherited: list[Connection] = []
         refuse_network_filesystem(self.path if self.path.exists() else self.path.parent)
+        self._refuse_empty()
         self._create_file()
         self.run(self._init_schema, write=True)
 
@@ -150,7 +216,7 @@ class Database:
                 return self._attempt(fn, write)
             except sqlite3.Error as exc:
                 if not is_busy(exc):
-                    raise StoreError(f"{self.path}: {exc}") from exc
+                    raise store_error(self.path, exc) from exc
                 if time.monotonic() > deadline:
                     raise StoreError(
                         f"{self.path}: the workspace database stayed busy for {LOCK_WAIT_S:.0f} s"
@@ -207,15 +273,58 @@ class Database:
             raise
         return conn
 
+    def _refuse_empty(self) -> None:
+        """A 0-byte database lost its workspace (truncated, or replaced by an empty file):
+        SQLite would take it as a new, empty one and the old checkpoints would be orphaned."""
+        try:
+            empty = self.path.stat().st_size == 0
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise store_error(self.path, exc) from exc
+        if empty:
+            raise StoreError(
+                f"{self.path}: the workspace database is empty (0 bytes), so its studies and "
+                "trials are lost; restore it from a backup, or move it away to start a new "
+                "workspace here"
+            )
+
     def _create_file(self) -> None:
+        """Build a new database under a temporary name, then link it into place: another
+        process sees either no file or a whole one (never an empty file to refuse)."""
         if self.path.exists():
             return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.new")
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
-        except OSError as exc:
-            raise StoreError(f"{self.path}: cannot create the workspace database: {exc}") from exc
-        os.close(fd)
-        os.chmod(self.path, 0o600)  # SQLite gives the -wal and -shm files the same mode
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+            os.chmod(tmp, 0o600)  # SQLite gives the -wal and -shm files the same mode
+            conn = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("BEGIN IMMEDIATE")
+                self._write_schema(conn)
+                conn.execute("COMMIT")
+            finally:
+                conn.close()  # the last connection checkpoints and removes tmp's -wal file
+            self._link_into_place(tmp)
+        except (OSError, sqlite3.Error) as exc:
+            error = store_error(self.path, exc)
+            if not isinstance(error, DiskFullError):
+                error = StoreError(f"{self.path}: cannot create the workspace database: {exc}")
+            raise error from exc
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+    def _link_into_place(self, tmp: Path) -> None:
+        try:
+            os.link(tmp, self.path)  # fails if another process created the workspace first
+        except FileExistsError:
+            pass  # theirs stands
+        except OSError:  # a filesystem without hard links: a rename, unless one appeared
+            if not self.path.exists():
+                os.replace(tmp, self.path)
 
     def _init_schema(self, conn: Connection) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -230,6 +339,10 @@ class Database:
             return
         if tables:
             raise StoreError(f"{self.path}: not a tuneplay workspace database")
+        self._write_schema(conn)
+
+    @staticmethod
+    def _write_schema(conn: Connection) -> None:
         for statement in SCHEMA:
             conn.execute(statement)
         conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
