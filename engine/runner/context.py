@@ -39,7 +39,12 @@ class MetricBuffer:
         with self.lock:
             rows, self.rows = self.rows, []
         if rows:
-            store.write_metrics(rows)
+            try:
+                store.write_metrics(rows)
+            except Exception:  # a full disk, say: the rows wait for the next flush
+                with self.lock:
+                    self.rows[:0] = rows
+                raise
         self.last_flush = time.monotonic()
 
 

@@ -30,7 +30,7 @@ from engine.runner.context import PERSIST_SECONDS, MetricBuffer, StopReason, Tri
 from engine.runner.grouping import group_size
 from engine.runner.saver import SaverPool, savers_for
 from engine.spec import spec_from_dict
-from engine.store import open_store
+from engine.store import DiskFullError, open_store
 from engine.store.base import Storage, Study, Trial, TrialProgress, TrialState
 from engine.workloads.command import CommandWorkload
 from engine.workloads.registry import WorkloadError, load_train_function, resolve_workload
@@ -169,6 +169,10 @@ class Worker:
                 self._function(spec.workload, spec.workload_dir)(hp, ctx)
                 if not ctx.should_stop() and ctx.best_value is None:
                     raise WorkloadFailed(f"reported no {spec.metric} (the study's metric)")
+        except DiskFullError as exc:
+            self.current = []
+            _left_running(trial.id, exc)
+            return
         except Exception as exc:  # a workload's bug ends its trial, never the worker
             state, error = TrialState.FAILED, _error_text(exc)
             log.error("trial %s failed:\n%s", trial.id, traceback.format_exc())
@@ -269,6 +273,9 @@ class Worker:
     def _finish(self, ctx: TrialContext, trial: Trial, state: TrialState, error: str, seconds: float) -> None:
         try:
             ctx.finish()
+        except DiskFullError as exc:
+            _left_running(trial.id, exc)
+            return
         except Exception as exc:
             state, error = TrialState.FAILED, f"could not save results: {_error_text(exc)}"
         end = self._outcome(ctx, trial, state, error, seconds)
@@ -342,6 +349,12 @@ class Worker:
         for ctx in current:
             if states.get(ctx.trial_id) not in (None, TrialState.RUNNING):
                 ctx.request_stop(StopReason.CANCEL)
+
+
+def _left_running(trial_id: int, exc: BaseException) -> None:
+    """A full disk is no fault of the trial: it is left RUNNING without a heartbeat, and the
+    engine requeues it once there is room again; it resumes from its last checkpoint."""
+    log.warning("trial %s stopped: %s; it resumes when there is room", trial_id, exc)
 
 
 def _fused_available() -> bool:
