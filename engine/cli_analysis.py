@@ -1,4 +1,5 @@
-"""CLI commands of the decision stage and the batch-size probe: ``rerun``, ``decide``, ``probe-batch``.
+"""CLI commands of the analysis and decision stages and the batch-size probe: ``next``,
+``rerun``, ``decide``, ``probe-batch``.
 
 (``report`` draws charts, so it lives with the app in :mod:`tuneplay_tui.report_cli`.)
 """
@@ -7,12 +8,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from engine.cli import UserError, open_existing_store
 
 
 def register(sub: Any) -> None:
+    p = sub.add_parser("next", help="write the next round's study file from a study's analysis")
+    p.add_argument("study", metavar="STUDY")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write it ('-': print it; default: beside the study's file)")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    p.set_defaults(handler=cmd_next)
+
     p = sub.add_parser("rerun", help="rerun the best configurations and the baseline with new seeds")
     p.add_argument("study", metavar="STUDY")
     p.add_argument("--best", type=int, default=1, metavar="K", help="how many of the best configurations (default 1)")
@@ -43,6 +53,42 @@ def _study(store: Any, name: str) -> Any:
         names = ", ".join(s.name for s in store.list_studies()) or "none yet"
         raise UserError(f"no study named {name!r} (studies: {names})")
     return study
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    """Analyse the study, resolve its findings into one plan, write the next study file."""
+    from engine.cli import workspace_dir
+    from engine.reporting import load_report
+
+    store = open_existing_store(args)
+    study = _study(store, args.study)
+    report = load_report(store, study, workspace=workspace_dir(args)).report
+    plan = report.next_round
+    if plan is None:
+        raise UserError(f"study {study.name!r} has {report.n_feasible} finished results; a next "
+                        "round needs at least 3 to plan from")
+    if args.output == "-":
+        sys.stdout.write(plan.draft)
+        return 0
+    target = Path(args.output or plan.path)
+    if target.exists() and not args.force:
+        raise UserError(f"{target} exists; pass --force to overwrite it, or -o another file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(plan.draft, encoding="utf-8")
+    shown = _shown(target)
+    print(f"wrote {shown}: study {plan.name!r}, the next round of {study.name!r}")
+    for line in plan.lines():
+        print(f"  {line}")
+    print(f"check it: tuneplay validate {shown}   run it: tuneplay run {shown}")
+    return 0
+
+
+def _shown(path: Path) -> str:
+    """A path as the user typed it: relative to the current folder when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:

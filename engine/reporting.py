@@ -45,7 +45,8 @@ def load_report(
     ranked = ranked_results(trials, spec.mode) if len(trials) else trials
     ids = [int(i) for i in ranked["trial_id"].iloc[:curve_trials]] if len(ranked) else []
     curves = curves_frame(store.read_metrics(trial_ids=ids)) if ids else None
-    report = analyze_study(spec, trials, curves, curve_trials=curve_trials)
+    taken = [s.name for s in store.list_studies()]
+    report = analyze_study(spec, trials, curves, curve_trials=curve_trials, taken_names=taken)
     failures, n_failed = failed_trials(workspace, listed, FAILURES_SHOWN)
     return LoadedStudy(study, spec, trials, report, _scaling(store, study, spec, trials),
                        tuple(failures), n_failed)

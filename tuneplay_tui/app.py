@@ -222,6 +222,23 @@ class TuneplayApp(App[str]):
 
         self.call_after_refresh(load)
 
+    def open_draft(self, text: str, path: str) -> None:
+        """Review a drafted study (Analysis's next round) in Design, as an opened file is
+        reviewed; nothing is written until it is saved (w) or launched (L) there."""
+        self.action_stage("design")
+
+        def load(tries: int = 100) -> None:
+            screen = self.screen
+            if not isinstance(screen, DesignScreen):
+                return
+            if screen.model is None and tries:  # its starting design, still on its way,
+                self.set_timer(0.05, lambda: load(tries - 1))  # would replace the draft
+                return
+            screen.load_text(text, path)
+            screen.opened_toml = None  # not on disk yet: launching saves it first
+
+        self.call_after_refresh(load)
+
     def workload_info(self) -> Any:
         """The selected experiment's built-in workload metadata (None for others)."""
         exp = self.state.experiment()

@@ -99,6 +99,8 @@ def build_sections(loaded: Any, width: int, color: bool) -> list[Section]:
     best = (f"best {r.metric} {f(r.best.value)} (trial id {r.best.trial_id}, step {f(r.best.step)})"
             if r.best else f"no completed trial with a {r.metric} yet")
     sections = [Section(f"Study {r.study}", f"{trials_text(r)} ({counts}) · {best}\nprotocol: {r.protocol}")]
+    if r.next_round is not None:
+        sections.append(plan_section(r.next_round))
     lines = [finding_line(x) for x in all_findings(loaded)]
     sections.append(Section(f"Findings ({len(lines)})", "\n".join(lines) or " none"))
     sections += [_axis_section(p, width, color) for p in r.axis_plots]
@@ -118,6 +120,16 @@ def build_sections(loaded: Any, width: int, color: bool) -> list[Section]:
     if loaded.scaling is not None:
         sections.append(_scaling_section(loaded.scaling))
     return sections
+
+
+def plan_section(plan: Any) -> Section:
+    """The next-round plan: one line per topic, then the findings it overruled and why."""
+    lines = []
+    for item in plan.items():
+        lines.append(f" ▶ {item.topic}: {item.action} {item.change} — {item.reason}")
+        lines += [f"     overruled: {b.describe()}" for b in item.overruled]
+    lines.append(f" `tuneplay next {plan.study}` writes it as study {plan.name!r} ({plan.path})")
+    return Section("Next round (one plan from all the findings below)", "\n".join(lines))
 
 
 def _plt(width: int, height: int, color: bool) -> Any:
@@ -189,7 +201,7 @@ def _isolation_section(p: Any) -> Section:
         label = f(r.value) if not p.bucketed else f"{f(r.bucket_low)}..{f(r.bucket_high)}"
         bar = "▇" * (4 + int(20 * ((r.best_value - lo) / (hi - lo) if hi > lo else 0))) if r.best_value is not None else ""
         spread = f" reruns {f(r.rerun_mean)} ±{f(r.rerun_std)} (n={r.n_reruns})" if r.n_reruns else ""
-        mark = " ◀ best" if i == p.best_row else ""
+        mark = " ◀ best" if i == p.best_row else " ◀ tie" if i in getattr(p, "tied", ()) else ""
         lines.append(f"  {label:>14}  {f(r.best_value):>9}  {bar}{mark}  (trial {r.best_trial_id}, "
                      f"{r.n_feasible}/{r.n_trials} feasible){spread}")
     return Section(f"Isolation: best {p.metric} per {p.name} value, over the nuisance hyperparameters",

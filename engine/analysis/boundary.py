@@ -11,24 +11,74 @@ finding (one trial is weak evidence). Otherwise the range gets a quiet ``well_in
 The proposed range extends the flagged edge by half the range's width on its scale (log:
 multiply/divide by sqrt(high/low)); ints stay ints, log ranges stay positive, linear ranges
 that start at >= 0 stay >= 0, and linear ranges inside [0, 1] (dropout, momentum) stay there.
+
+Insensitivity (``insensitive``, info): a range with no visible effect is not "well inside",
+it is insensitive over what was searched. Rule: split the range into thirds on its scale and
+take the best result in each (the best over every other hyperparameter, as an isolation plot
+does); the range is insensitive when those three bests differ by no more than the metric's
+noise, ``max(2 x seed noise, spread of the top k results)`` -- the seed noise being the pooled
+standard deviation of seed reruns of one configuration (when the study has them), the top-k
+spread how far apart the study's best trials are among themselves. So no part of the range
+does worse than the best trials differ from each other, or than a reseed would. It needs at
+least 6 feasible search trials and a result in every third; a flagged edge outranks it (a
+pile-up at an edge is an effect).
+
+Narrowing (:func:`narrow_range`, used by the sampling-density check and the next-round plan):
+the interval the good trials span, padded by 15% of the range's width on each side (on its
+scale) so that good trials at a single value still give a range and never a point, rounded
+outward to two significant digits and kept inside the current range; only proposed when it
+removes at least 40% of the range.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from engine.analysis.findings import BOUNDARY, WELL_INSIDE, Finding, num
-from engine.analysis.frames import hp_column, ranked_results, top_k_count, unit_positions
+from engine.analysis.findings import BOUNDARY, INSENSITIVE, WELL_INSIDE, Finding, num
+from engine.analysis.frames import (
+    direction,
+    hp_column,
+    ranked_results,
+    seed_noise,
+    top_k_count,
+    unit_positions,
+)
 from engine.space import RangeParam, format_value
 from engine.spec import StudySpec
 
 EDGE_BAND = 0.10  # the outer part of the range, on its scale
 EDGE_SHARE = 0.5  # the share of the top k in the band that flags an edge
 EXPAND_BY = 0.5  # extend a flagged edge by this fraction of the range's width
+PARTS = 3  # the insensitivity check compares the best result in each third of the range
+MIN_RESULTS_FOR_SENSITIVITY = 6
+NOISE_SEEDS = 2.0  # differences within twice the seed noise are noise
+NARROW_PAD = 0.15  # a narrowed range pads the good interval by this share on each side
+NARROW_MAX_WIDTH = 0.6  # narrowing must remove at least 40% of the range (on its scale)
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """How much the metric moves across one range: the best result in each third of it.
+
+    Attributes:
+        part_best: the best value (metric units) in each third, low to high.
+        effect: how far apart those bests are.
+        seed_std: the pooled seed-rerun standard deviation (None without reruns).
+        top_spread: how far apart the top k results are.
+        tolerance: ``max(2 x seed_std, top_spread)``; ``insensitive`` is effect <= tolerance.
+    """
+
+    part_best: tuple[float, ...]
+    effect: float
+    seed_std: float | None
+    top_spread: float
+    tolerance: float
+    insensitive: bool
 
 
 @dataclass(frozen=True)
@@ -42,7 +92,8 @@ class BoundaryCheck:
         n_near_low, n_near_high: how many of them sit in the outer 10% at each edge.
         edges: the flagged edges, ``("upper",)``, ``("lower",)``, both or none.
         proposed_low, proposed_high: the suggested next range (the current one if no edge).
-        finding: the boundary / well_inside finding.
+        sensitivity: the best result per third of the range (None with too few results).
+        finding: the boundary, insensitive or well_inside finding.
     """
 
     name: str
@@ -58,7 +109,13 @@ class BoundaryCheck:
     edges: tuple[str, ...]
     proposed_low: float
     proposed_high: float
+    sensitivity: Sensitivity | None
     finding: Finding
+
+    @property
+    def insensitive(self) -> bool:
+        """Whether the metric shows no visible effect of this range (see the module doc)."""
+        return self.finding.kind == INSENSITIVE
 
 
 def check_boundaries(
@@ -73,17 +130,47 @@ def check_boundaries(
     if len(ranked) < 3:
         return ()
     k = top_k_count(len(ranked)) if top_k is None else max(1, min(top_k, len(ranked)))
-    top = ranked.iloc[:k]
+    noise = seed_noise(trials)
     checks = []
     for param in spec.searched:
         col = hp_column(param.name)
-        if isinstance(param, RangeParam) and col in top:
+        if isinstance(param, RangeParam) and col in ranked:
             role = spec.role_of(param.name) or "nuisance"
-            checks.append(_check(param, role, top, col, spec.metric))
+            sens = sensitivity(param, ranked, k, noise, spec.mode)
+            checks.append(_check(param, role, ranked.iloc[:k], col, spec.metric, sens))
     return tuple(checks)
 
 
-def _check(param: RangeParam, role: str, top: pd.DataFrame, col: str, metric: str) -> BoundaryCheck:
+def sensitivity(
+    param: RangeParam, ranked: pd.DataFrame, k: int, seed_std: float | None, mode: str
+) -> Sensitivity | None:
+    """The best result in each third of ``param``'s range against the noise (module doc).
+
+    Args:
+        ranked: :func:`ranked_results` (feasible search trials, best first, with ``score``).
+        k: how many trials count as the best.
+        seed_std: :func:`seed_noise` of the study (None without reruns).
+    """
+    u = unit_positions(param, ranked[hp_column(param.name)].to_numpy())
+    keep = np.isfinite(u)
+    if int(keep.sum()) < MIN_RESULTS_FOR_SENSITIVITY:
+        return None
+    part = np.minimum((np.clip(u[keep], 0.0, 1.0) * PARTS).astype(int), PARTS - 1)
+    score = ranked["score"].to_numpy()[keep]
+    if len(np.unique(part)) < PARTS:
+        return None
+    best = np.array([score[part == i].min() for i in range(PARTS)])
+    effect = float(best.max() - best.min())
+    top = np.sort(score)[:k]
+    top_spread = float(top[-1] - top[0])
+    tolerance = max(NOISE_SEEDS * (seed_std or 0.0), top_spread)
+    sign = direction(mode)
+    return Sensitivity(tuple(float(sign * b) for b in best), effect, seed_std, top_spread,
+                       tolerance, effect <= tolerance)
+
+
+def _check(param: RangeParam, role: str, top: pd.DataFrame, col: str, metric: str,
+           sens: Sensitivity | None) -> BoundaryCheck:
     u = unit_positions(param, top[col].to_numpy())
     ids = top["trial_id"].to_numpy()
     keep = np.isfinite(u)
@@ -102,13 +189,31 @@ def _check(param: RangeParam, role: str, top: pd.DataFrame, col: str, metric: st
         "low": param.low, "high": param.high, "scale": param.scale,
         "proposed_low": new_low, "proposed_high": new_high, "metric": metric,
     }
-    finding = _finding(param, edges, k, n_low, n_high, best, new_low, new_high, ids, evidence)
+    if edges or sens is None or not sens.insensitive:
+        finding = _finding(param, edges, k, n_low, n_high, best, new_low, new_high, ids, evidence)
+    else:
+        finding = _insensitive(param, sens, k, metric, ids, evidence)
     return BoundaryCheck(
         name=param.name, role=role, scale=param.scale, low=param.low, high=param.high,
         top_trial_ids=tuple(ids.tolist()), top_positions=tuple(u.tolist()), best_position=best,
         n_near_low=n_low, n_near_high=n_high, edges=edges, proposed_low=new_low,
-        proposed_high=new_high, finding=finding,
+        proposed_high=new_high, sensitivity=sens, finding=finding,
     )
+
+
+def _insensitive(param: RangeParam, sens: Sensitivity, k: int, metric: str, ids: np.ndarray,
+                 evidence: dict) -> Finding:
+    parts = ", ".join(format_value(v) for v in sens.part_best)
+    seeds = sens.seed_std is not None and NOISE_SEEDS * sens.seed_std >= sens.top_spread
+    noise = (f"twice the seed spread ({format_value(sens.seed_std)})" if seeds else
+             f"the spread of the top {k} trials ({format_value(sens.top_spread)})")
+    message = (f"{param.name}: no visible effect over {param.describe()}: the best {metric} in "
+               f"each third of the range ({parts}) differs by {format_value(sens.effect)}, "
+               f"within {noise}; insensitive over this range (keep it, or fix it anywhere in it).")
+    ev = dict(evidence, part_best=[num(v) for v in sens.part_best], effect=num(sens.effect),
+              seed_std=num(sens.seed_std), top_spread=num(sens.top_spread),
+              tolerance=num(sens.tolerance))
+    return Finding(INSENSITIVE, "info", message, param.name, tuple(int(t) for t in ids), ev)
 
 
 def _finding(
@@ -174,6 +279,43 @@ def expand_range(param: RangeParam, edges: tuple[str, ...] | list[str]) -> tuple
     out_low = _plain(new_low) if "lower" in edges else low
     out_high = _plain(new_high) if "upper" in edges else high
     return out_low, out_high
+
+
+def narrow_range(
+    param: RangeParam, good_low: float, good_high: float
+) -> tuple[float, float] | None:
+    """A narrower range around ``[good_low, good_high]`` (the good trials' span), or None when
+    that would not remove at least 40% of the range; see the module doc for the rule."""
+    u_lo, u_hi = (float(x) for x in unit_positions(param, [good_low, good_high]))
+    if not (math.isfinite(u_lo) and math.isfinite(u_hi)):
+        return None
+    u_lo, u_hi = max(0.0, min(u_lo, u_hi) - NARROW_PAD), min(1.0, max(u_lo, u_hi) + NARROW_PAD)
+    if u_hi - u_lo > NARROW_MAX_WIDTH:
+        return None
+    low, high = _at_unit(param, u_lo), _at_unit(param, u_hi)
+    if param.is_int:
+        lo_int, hi_int = max(int(param.low), math.floor(low)), min(int(param.high), math.ceil(high))
+        return (lo_int, hi_int) if lo_int < hi_int else None
+    new_low: float = max(param.low, _round_sig(low, math.floor))
+    new_high: float = min(param.high, _round_sig(high, math.ceil))
+    if param.is_log and new_low <= 0:
+        new_low = param.low
+    return (_plain(new_low), _plain(new_high)) if new_low < new_high else None
+
+
+def _at_unit(param: RangeParam, u: float) -> float:
+    """The value at unit position ``u`` on the range's continuous scale (no integer bins)."""
+    if param.is_log:
+        return math.exp(math.log(param.low) + u * (math.log(param.high) - math.log(param.low)))
+    return param.low + u * (param.high - param.low)
+
+
+def _round_sig(x: float, rounding: Any, digits: int = 2) -> float:
+    """``x`` rounded to ``digits`` significant digits with ``rounding`` (math.floor/ceil)."""
+    if x == 0 or not math.isfinite(x):
+        return x
+    scale = 10.0 ** (math.floor(math.log10(abs(x))) - digits + 1)
+    return float(rounding(round(x / scale, 9)) * scale)
 
 
 def _plain(value: object) -> float:

@@ -113,9 +113,9 @@ def _finding(spec: StudySpec, scores: np.ndarray, ids: np.ndarray) -> Finding:
     cost_half, gain_double = float(med[0] - med[1]), float(med[1] - med[2])
     spread = float(np.median(scores) - scores[0]) or 1e-12
     saturated = cost_half <= SATURATED * spread
-    verdict = ("the search has saturated: more trials of this study would add little"
-               if saturated else "the best still depends on the budget: more trials (or a "
-               "narrower search space) would likely still help")
+    verdict = ("the best result has saturated: more trials of this search would barely "
+               "improve it" if saturated else "the best still depends on the budget: more "
+               "trials (or a narrower search space) would likely still improve it")
     m = [format_value(sign * float(v)) for v in med]
     message = (f"Expected best {spec.metric} with {half} trials {m[0]}, with {big_n} {m[1]}, "
                f"with {double} {m[2]} (bootstrap medians): {verdict}.")

@@ -89,25 +89,26 @@ def _advice(
 ) -> tuple[int | None, Finding]:
     current = spec.max_train_steps
     if early > EARLY_SHARE:
-        new = _round_up(max(SHORTEN_MARGIN * float(np.quantile(steps, 0.9)), spec.eval_every))
+        new = round_up_steps(max(SHORTEN_MARGIN * float(np.quantile(steps, 0.9)), spec.eval_every))
         new = min(new, current)
         message = (f"{early:.0%} of the best checkpoints land in the first 10% of training: "
                    f"max_train_steps {current} is longer than needed; try about {new} next round.")
         return new, Finding(BEST_CHECKPOINT_EARLY, "warn", message, "study", ids,
                             dict(evidence, suggested_max_train_steps=new))
     if late >= LATE_SHARE:
-        new = _round_up(LENGTHEN_BY * current)
+        new = round_up_steps(LENGTHEN_BY * current)
         message = (f"{late:.0%} of the best checkpoints land in the last 25% of training: "
                    f"training may be too short; try max_train_steps about {new} next round "
                    f"and revisit the learning-rate decay schedule with it.")
         return new, Finding(BEST_CHECKPOINT_LATE, "warn", message, "study", ids,
                             dict(evidence, suggested_max_train_steps=new))
     message = (f"Best checkpoints land mid-training (median at {median:.0%} of "
-               f"max_train_steps {current}): the training length looks right.")
+               f"max_train_steps {current}): they show no sign that training is too short or "
+               f"too long.")
     return None, Finding(BEST_CHECKPOINT_OK, "ok", message, "study", ids, evidence)
 
 
-def _round_up(x: float) -> int:
+def round_up_steps(x: float) -> int:
     """Round up to two significant digits (1234 -> 1300): a step count a person would pick."""
     if x <= 0:
         return 1

@@ -294,8 +294,8 @@ def _saturated_early(c: _Curve, sign: float, metric: str, subject: str,
     if step > SATURATED_BY * horizon:
         return None
     message = (f"{subject}: {metric} was within {format_value(tol)} of its best by step "
-               f"{int(step)} ({step / horizon:.0%} of training) and flat since: a shorter "
-               f"max_train_steps would likely do as well.")
+               f"{int(step)} ({step / horizon:.0%} of training) and flat since: on its own, this "
+               f"trial would likely do as well with a shorter max_train_steps.")
     return Finding(SATURATED_EARLY, "info", message, subject, ids, {
         "metric": metric, "saturated_step": int(step), "saturated_fraction": num(step / horizon, 4),
         "value_at_saturation": num(sign * float(c.smooth[i_sat])), "best_value": num(sign * best),

@@ -6,7 +6,10 @@ whose result lies within a quarter of the way from the best result to the median
 (an adaptive tolerance: sharp optima give few good trials, flat ones many). Fewer than
 :data:`MIN_GOOD` such trials is a ``sparse_sampling`` warning. Per dimension the report gives
 the interval the good trials span, how much of the range that is (on its scale) and how many
-trials of any result landed inside it.
+trials of any result landed inside it; and, for a nuisance range holding at least 3 good
+trials in a compact part of it, the narrower range around them
+(:func:`engine.analysis.boundary.narrow_range`: padded, never a single point), which the
+sparse-sampling advice and the next-round plan both quote.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.analysis.boundary import narrow_range
 from engine.analysis.findings import DENSE_SAMPLING, SPARSE_SAMPLING, Finding, num
 from engine.analysis.frames import direction, hp_column, ranked_results, unit_positions
-from engine.space import ChoiceParam, Param, format_value
+from engine.space import ChoiceParam, Param, RangeParam, format_value
 from engine.spec import StudySpec
 
 GOOD_FRACTION = 0.25  # good: within this share of the way from the best result to the median
 MIN_GOOD = 5  # fewer good trials than this: too few to trust the good region
+MIN_NARROW_GOOD = 3  # fewer good trials than this: no region to narrow a range around
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,8 @@ class DimensionDensity:
         good_values: the categorical values the good trials use (empty for a range).
         good_span: the share of the range (on its scale) or of the choices they cover.
         n_in_region: feasible trials of any result whose value lies in that interval/set.
+        narrowed_low, narrowed_high: a narrower range around the good trials, for a nuisance
+            range where narrowing removes at least 40% of it (else None).
     """
 
     name: str
@@ -45,6 +52,8 @@ class DimensionDensity:
     good_values: tuple[Any, ...]
     good_span: float
     n_in_region: int
+    narrowed_low: float | None = None
+    narrowed_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,8 @@ def sampling_density(trials: pd.DataFrame, spec: StudySpec) -> SamplingDensity |
     best, median = float(score[0]), float(np.median(score))
     cutoff = best + GOOD_FRACTION * (median - best)
     good = ranked[score <= cutoff]
-    dims = tuple(_dimension(p, ranked, good) for p in spec.searched if hp_column(p.name) in ranked)
+    dims = tuple(_dimension(p, ranked, good, spec.role_of(p.name) == "nuisance")
+                 for p in spec.searched if hp_column(p.name) in ranked)
     sign = direction(spec.mode)
     threshold = sign * cutoff
     ids = tuple(good["trial_id"].tolist())
@@ -90,7 +100,8 @@ def sampling_density(trials: pd.DataFrame, spec: StudySpec) -> SamplingDensity |
     )
 
 
-def _dimension(param: Param, ranked: pd.DataFrame, good: pd.DataFrame) -> DimensionDensity:
+def _dimension(param: Param, ranked: pd.DataFrame, good: pd.DataFrame,
+               nuisance: bool) -> DimensionDensity:
     col = hp_column(param.name)
     if isinstance(param, ChoiceParam):
         values = tuple(v for v in param.values if v in set(good[col].dropna().tolist()))
@@ -105,7 +116,10 @@ def _dimension(param: Param, ranked: pd.DataFrame, good: pd.DataFrame) -> Dimens
     u = unit_positions(param, np.array([lo, hi]))
     all_x = pd.to_numeric(ranked[col], errors="coerce").to_numpy(float)
     inside = int(np.sum((all_x >= lo) & (all_x <= hi)))
-    return DimensionDensity(param.name, param.scale, lo, hi, (), float(u[1] - u[0]), inside)
+    can_narrow = nuisance and isinstance(param, RangeParam) and x.size >= MIN_NARROW_GOOD
+    narrowed = narrow_range(param, lo, hi) if can_narrow else None
+    return DimensionDensity(param.name, param.scale, lo, hi, (), float(u[1] - u[0]), inside,
+                            *(narrowed or (None, None)))
 
 
 def _finding(
@@ -121,13 +135,15 @@ def _finding(
             "good_low": num(d.good_low) if d.good_low is not None else None,
             "good_high": num(d.good_high) if d.good_high is not None else None,
             "good_values": list(d.good_values), "good_span": num(d.good_span, 4),
-            "n_in_region": d.n_in_region} for d in dims},
+            "n_in_region": d.n_in_region, "narrowed_low": d.narrowed_low,
+            "narrowed_high": d.narrowed_high} for d in dims},
     }
     if len(ids) < MIN_GOOD:
-        where = ", ".join(_where(d) for d in dims if d.good_low is not None or d.good_values)
+        where = ", ".join(_where(d) for d in dims if d.narrowed_low is not None)
+        action = (f"add trials, or narrow the nuisance ranges around it ({where})" if where
+                  else "add trials")
         message = (f"Only {len(ids)} of {n_feasible} trials reach the good region ({region}), "
-                   f"too few to trust its shape; add trials or narrow the nuisance ranges "
-                   f"around it ({where or 'see the axis plots'}).")
+                   f"too few to trust its shape; {action}.")
         return Finding(SPARSE_SAMPLING, "warn", message, "study", ids, evidence)
     message = (f"{len(ids)} of {n_feasible} trials reach the good region ({region}): "
                f"it is sampled densely enough to read the axis plots.")
@@ -135,6 +151,4 @@ def _finding(
 
 
 def _where(d: DimensionDensity) -> str:
-    if d.good_values:
-        return f"{d.name} in {{{', '.join(format_value(v) for v in d.good_values)}}}"
-    return f"{d.name} {format_value(d.good_low)}..{format_value(d.good_high)}"
+    return f"{d.name} [{format_value(d.narrowed_low)}, {format_value(d.narrowed_high)}]"

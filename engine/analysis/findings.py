@@ -21,6 +21,7 @@ SEVERITY_ORDER: dict[str, int] = {"warn": 0, "info": 1, "ok": 2}
 # Stable finding kinds (the CLI's JSON and the TUI key on these strings).
 BOUNDARY = "boundary"
 WELL_INSIDE = "well_inside"
+INSENSITIVE = "insensitive"
 SPARSE_SAMPLING = "sparse_sampling"
 DENSE_SAMPLING = "dense_sampling"
 OVERFITTING = "overfitting"

@@ -126,6 +126,23 @@ def search_trials(trials: pd.DataFrame) -> pd.DataFrame:
     return trials[trials["kind"] == SEARCH_KIND]
 
 
+def seed_noise(trials: pd.DataFrame) -> float | None:
+    """The trial-to-trial spread from seeds alone: the pooled standard deviation of the
+    feasible seed reruns (and baseline reruns) that share one configuration, or None when no
+    configuration was rerun at least twice."""
+    reruns = trials[(trials["kind"] != SEARCH_KIND) & feasible_mask(trials)]
+    hp_cols = [c for c in trials.columns if c.startswith(HP_PREFIX)]
+    if len(reruns) < 2 or not hp_cols:
+        return None
+    groups = pd.util.hash_pandas_object(reruns[hp_cols], index=False).to_numpy()
+    stats = reruns["best_value"].groupby(groups).agg(["var", "count"])
+    stats = stats[stats["count"] >= 2]
+    dof = float((stats["count"] - 1).sum())
+    if not dof:
+        return None
+    return math.sqrt(float(((stats["count"] - 1) * stats["var"]).sum()) / dof)
+
+
 def top_k_count(n_feasible: int) -> int:
     """How many trials count as "the best": max(3, ceil(10% of feasible)), at most all."""
     return min(n_feasible, max(3, math.ceil(0.1 * n_feasible)))

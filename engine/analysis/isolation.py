@@ -6,13 +6,19 @@ hyperparameter with many distinct values is cut into quantile buckets. Where the
 trial's configuration was rerun with new seeds (trials of kind ``"rerun"`` with the same
 hyperparameters), the row also carries the reruns' mean and spread, the trial variance the
 comparison must beat. The best trial itself is left out of that mean: it was selected for
-being best, so its value is biased (the winner's curse).
+being best, so its value is biased (the winner's curse). Only the search's own trials are
+counted per value (``n_trials``/``n_feasible``/``n_infeasible``); reruns are counted apart
+(``n_reruns``), never as more trials of a value.
+
+A tie is not a win: when the best values of two or more rows are equal, the plot has no
+``best_row`` (``tied`` lists them) and the finding says they tie.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +33,7 @@ from engine.analysis.frames import (
     hp_column,
     infeasible_mask,
     ranked_results,
+    search_trials,
 )
 from engine.space import ChoiceParam, Param, format_value
 from engine.spec import StudySpec
@@ -59,7 +66,11 @@ class IsolationRow:
 
 @dataclass(frozen=True)
 class IsolationPlot:
-    """Best-over-nuisance per value of one scientific hyperparameter (rows in axis order)."""
+    """Best-over-nuisance per value of one scientific hyperparameter (rows in axis order).
+
+    ``best_row`` indexes the row with the best value, None when none finished or when rows
+    tie for best; ``tied`` then lists the tied rows.
+    """
 
     name: str
     scale: str
@@ -69,6 +80,7 @@ class IsolationPlot:
     rows: tuple[IsolationRow, ...]
     best_row: int | None
     finding: Finding | None
+    tied: tuple[int, ...] = ()
 
 
 def isolation_plots(trials: pd.DataFrame, spec: StudySpec) -> tuple[IsolationPlot, ...]:
@@ -80,22 +92,31 @@ def isolation_plots(trials: pd.DataFrame, spec: StudySpec) -> tuple[IsolationPlo
 def isolation_plot(trials: pd.DataFrame, spec: StudySpec, param: Param) -> IsolationPlot:
     """The isolation plot of scientific hyperparameter ``param``."""
     col = hp_column(param.name)
-    keys, bounds, bucketed = _keys(trials[col], param)
-    frame = trials.assign(_key=keys)
+    search = search_trials(trials)
+    keys, bounds, bucketed = _keys(search[col], param)
+    frame = search.assign(_key=keys)
     ranked = ranked_results(frame, spec.mode)
     best = ranked.groupby("_key", sort=False, observed=True).head(1).set_index("_key")
     n_all = frame.groupby("_key", observed=True)["trial_id"].size()
     n_ok = frame[feasible_mask(frame)].groupby("_key", observed=True)["trial_id"].size()
     n_bad = frame[infeasible_mask(frame)].groupby("_key", observed=True)["trial_id"].size()
-    reruns = _rerun_stats(frame, best)
+    reruns = _rerun_stats(trials, best)
     order = [k for k in bounds if k in n_all.index]
     rows = tuple(_row(k, bounds[k], best, n_all, n_ok, n_bad, reruns) for k in order)
     sign = 1.0 if spec.mode == "min" else -1.0
     valid = {i: sign * r.best_value for i, r in enumerate(rows) if r.best_value is not None}
-    best_row = min(valid, key=valid.__getitem__) if valid else None
+    top = min(valid.values()) if valid else None
+    tied = tuple(i for i, v in valid.items() if top is not None and _same(v, top))
+    best_row = tied[0] if len(tied) == 1 else None
     scale = "categorical" if isinstance(param, ChoiceParam) else param.scale
-    plot = IsolationPlot(param.name, scale, bucketed, spec.metric, spec.mode, rows, best_row, None)
+    plot = IsolationPlot(param.name, scale, bucketed, spec.metric, spec.mode, rows, best_row, None,
+                         tied if len(tied) > 1 else ())
     return dataclasses.replace(plot, finding=_finding(plot, sign))
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal results (a metric read off one validation set repeats exact values)."""
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _keys(values: pd.Series, param: Param) -> tuple[pd.Series, dict[Any, tuple], bool]:
@@ -157,6 +178,8 @@ def _finding(plot: IsolationPlot, sign: float) -> Finding | None:
         message = (f"{plot.name}: only {label} has a finished result yet "
                    f"({plot.metric} {format_value(top.best_value)}).")
         return Finding(ISOLATION, "info", message, plot.name, ids, evidence)
+    if plot.tied:
+        return _tie(plot, [r for _, r in scored[:len(plot.tied)]], evidence)
     second_score, second = scored[1]
     gap = second_score - top_score
     spreads = [r.rerun_std for r in (top, second) if r.rerun_std is not None]
@@ -171,3 +194,19 @@ def _finding(plot: IsolationPlot, sign: float) -> Finding | None:
     else:
         tail = f", beyond twice the seed spread ({format_value(max(spreads))})."
     return Finding(ISOLATION, "info", head + tail, plot.name, ids, evidence)
+
+
+def _tie(plot: IsolationPlot, rows: list[IsolationRow], evidence: dict[str, Any]) -> Finding:
+    """Two or more values reach the same best result: no winner, and no evidence of one."""
+    names = [format_value(r.value) for r in rows]
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+    spreads = [r.rerun_std for r in rows if r.rerun_std is not None]
+    tail = (f" (seed spread {format_value(max(spreads))})." if spreads else
+            "; rerun them with new seeds to measure trial variance before deciding.")
+    message = (f"{plot.name}: {listed} tie at the best {plot.metric} "
+               f"{format_value(rows[0].best_value)} (each over the nuisance hyperparameters): "
+               f"no difference between them{tail}")
+    ids = tuple(r.best_trial_id for r in rows if r.best_trial_id is not None)
+    evidence.update(best=None, tie=True, tied=names, gap=0.0,
+                    seed_std=num(max(spreads)) if spreads else None)
+    return Finding(ISOLATION, "info", message, plot.name, ids, evidence)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from engine.analysis.feasibility import InfeasibleSummary, infeasible_summary
 from engine.analysis.findings import NO_RESULTS, Finding, jsonable, sort_findings
 from engine.analysis.frames import HP_PREFIX, ranked_results, search_trials, top_k_count
 from engine.analysis.isolation import IsolationPlot, isolation_plots
+from engine.analysis.plan import NextRoundPlan, plan_next_round
 from engine.analysis.workload_checks import seed_ignored_finding, steps_past_budget_finding
 from engine.spec import StudySpec
 
@@ -55,6 +56,8 @@ class StudyReport:
         findings: every finding of every part, warn first, then info, then ok; also what the
             trials say about the workload itself (``seed_ignored``: its seed reruns came out
             identical; ``steps_past_budget``: it ran past max_train_steps).
+        next_round: the one plan all findings resolve into (training length, budget, each
+            range) with its study file (:mod:`engine.analysis.plan`); None with < 3 results.
     """
 
     study: str
@@ -77,6 +80,7 @@ class StudyReport:
     infeasible: InfeasibleSummary | None
     best_vs_trials: BestVsTrials | None
     findings: tuple[Finding, ...]
+    next_round: NextRoundPlan | None = None
 
     def findings_of(self, kind: str) -> tuple[Finding, ...]:
         """The findings of one kind (e.g. ``"boundary"``)."""
@@ -86,7 +90,7 @@ class StudyReport:
 def analyze_study(
     spec: StudySpec, trials_df: pd.DataFrame, curves_df: pd.DataFrame | None = None,
     top_k: int | None = None, curve_trials: int = DEFAULT_CURVE_TRIALS,
-    train_metric: str = "train_loss",
+    train_metric: str = "train_loss", taken_names: Collection[str] = (),
 ) -> StudyReport:
     """Run every analysis of the playbook's analysis stage on one study.
 
@@ -97,6 +101,7 @@ def analyze_study(
             only the best ``curve_trials`` trials' rows are read).
         top_k: how many trials count as "the best" (default max(3, 10% of feasible)).
         train_metric: the training-loss metric name for the rising-loss check.
+        taken_names: study names in use, which the next round's study must not take.
     """
     ranked = ranked_results(trials_df, spec.mode)
     k = top_k_count(len(ranked)) if top_k is None else max(1, min(top_k, len(ranked)))
@@ -120,6 +125,9 @@ def analyze_study(
         findings.insert(0, Finding(NO_RESULTS, "info", f"No completed trials of {spec.name!r} "
                                    "with a result yet: analysis needs finished trials.", "study"))
     counts = trials_df["state"].value_counts()
+    plan = plan_next_round(spec, n_feasible=len(ranked), boundaries=boundaries, density=density,
+                           curves=curves, checkpoints=checkpoints, budget=budget,
+                           taken_names=taken_names)
     return StudyReport(
         study=spec.name, metric=spec.metric, mode=spec.mode, protocol=spec.protocol(),
         n_trials=len(trials_df), n_reruns=len(trials_df) - len(search_trials(trials_df)),
@@ -128,6 +136,7 @@ def analyze_study(
         best=_best(ranked), axis_plots=axis_plots(trials_df, spec, k), boundaries=boundaries,
         density=density, curves=curves, isolation=isolation, best_checkpoints=checkpoints,
         infeasible=infeasible, best_vs_trials=budget, findings=sort_findings(findings),
+        next_round=plan,
     )
 
 
@@ -148,11 +157,16 @@ def _plain(value: Any) -> Any:
 def report_to_dict(report: StudyReport) -> dict[str, Any]:
     """The report as plain JSON-able data (``json.dumps`` works; NaN becomes null).
 
-    ``findings`` lists every finding once (kind, severity, subject, trial_ids, message,
-    evidence); the other keys carry each plot's data (its findings are not repeated there).
+    ``next_round`` (the plan, with its study file as ``draft``) comes right after what was
+    asked; ``findings`` lists every finding once (kind, severity, subject, trial_ids,
+    message, evidence); the other keys carry each plot's data (its findings are not repeated
+    there).
     """
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {k: getattr(report, k) for k in ("study", "metric", "mode", "protocol")}
+    out["next_round"] = jsonable(_strip_findings(report.next_round))
     for field in dataclasses.fields(report):
+        if field.name in out:
+            continue
         value = getattr(report, field.name)
         if field.name == "findings":
             out["findings"] = [f.to_dict() for f in value]

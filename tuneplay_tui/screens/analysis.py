@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -14,7 +15,13 @@ from textual.widgets import DataTable, OptionList, Static
 
 from tuneplay_tui import format as fmt
 from tuneplay_tui.messages import AnalysisReady
-from tuneplay_tui.screens.analysis_draw import draw_axis, draw_budget, draw_curves
+from tuneplay_tui.screens.analysis_draw import (
+    draw_axis,
+    draw_budget,
+    draw_curves,
+    plan_content,
+    plan_kept,
+)
 from tuneplay_tui.screens.base import StageScreen
 from tuneplay_tui.state import finished_count
 from tuneplay_tui.widgets.charts import Chart
@@ -49,6 +56,11 @@ from experimental results"):
 * **Best checkpoints** — piling up at the end says max_train_steps is too short.
 * **Infeasible fraction** — diverged/failed trials and where they concentrate.
 
+The **next round** panel resolves all findings into one plan: train longer, shorter or the
+same; more trials or enough; and per range expand, narrow, keep, or insensitive (no visible
+effect). Study-level evidence outranks a single trial, and no topic gets two directions.
+`n` opens the next round's study file in Design, to review and launch.
+
 Findings come warn first. `enter` lists the trials behind a finding; `enter` on a trial
 opens it on the running screen with its curves.
 """
@@ -57,6 +69,7 @@ opens it on the running screen with its curves.
         Binding("left_square_bracket", "axis(-1)", "Prev hp"),
         Binding("right_square_bracket", "axis(1)", "Next hp"),
         Binding("v", "view", "Next view"),
+        Binding("n", "next_round", "Next round", tooltip="Open the next round's study in Design"),
         Binding("R", "reanalyze", "Re-analyse"),
         Binding("escape", "back", "Findings", show=False),
     ]
@@ -72,6 +85,9 @@ opens it on the running screen with its curves.
     def compose_body(self) -> ComposeResult:
         yield Static(id="an-summary", classes="summary")
         with Vertical(id="an-left"):
+            plan = Static(id="an-plan", classes="panel")
+            plan.border_title = "next round · n: open it in Design"
+            yield plan
             findings = FindingsList(id="findings")
             findings.border_title = "findings"
             yield findings
@@ -131,7 +147,21 @@ opens it on the running screen with its curves.
         findings = self.query_one(FindingsList)
         findings.border_title = f"findings ({len(r.findings)}) · enter: trials behind"
         findings.set_findings(r.findings)
+        self._draw_plan()
         self._follow_finding()
+
+    def _draw_plan(self) -> None:
+        plan = self.query_one("#an-plan", Static)
+        next_round = self.report.next_round if self.report is not None else None
+        compact = self.has_class("-short")
+        plan.update(plan_content(next_round, compact))
+        kept = f"{plan_kept(next_round)} kept · " if compact and next_round is not None else ""
+        plan.border_subtitle = f"{kept}as study {next_round.name}" if next_round is not None else ""
+
+    def _apply_size(self, width: int, height: int) -> None:
+        super()._apply_size(width, height)
+        if self.report is not None and self.is_mounted:
+            self._draw_plan()  # a short terminal lists only the changes
 
     def _follow_finding(self) -> None:
         """Point the axis plot and the detail view at what the selected finding is about."""
@@ -254,6 +284,18 @@ opens it on the running screen with its curves.
         self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
         if self.report is not None:
             self._draw_detail()
+
+    def action_next_round(self) -> None:
+        """Open the plan's study file in Design (not written until saved or launched there)."""
+        plan = getattr(self.report, "next_round", None)
+        if plan is None:
+            self.notify("No next round to draft yet: the plan needs at least 3 finished trials.",
+                        severity="warning")
+            return
+        path = Path(plan.path)
+        if not path.is_absolute():  # beside the study's file, which is named from the project
+            path = self.tuneplay.project_dir / path
+        self.tuneplay.open_draft(plan.draft, str(path))
 
     def action_reanalyze(self) -> None:
         self.report_key = None

@@ -1,4 +1,5 @@
-"""Drawing the analysis report's plots onto charts (kept apart from the screen's keys)."""
+"""Drawing the analysis report's plots onto charts, and its next-round plan as text (kept
+apart from the screen's keys)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from textual.content import Content
+
+from tuneplay_tui import format as fmt
 from tuneplay_tui.widgets.charts import Chart
 from tuneplay_tui.widgets.plotting import (
     AMBER,
@@ -98,3 +102,37 @@ def draw_budget(chart: Chart, bvt: Any) -> None:
     chart.border_title = f"best {bvt.metric} vs number of trials (bootstrap) · v: next view"
     chart.border_subtitle = legend([("━", "median", BLUE), ("━", "10-90%", MUTED)])
     chart.draw_lines(lines, clip=False)
+
+
+PLAN_STYLE = {"keep": "$foreground-muted", "enough": "$foreground-muted",
+              "insensitive": "$accent"}  # every other action changes the study: bold warning
+
+
+def plan_content(plan: Any, compact: bool = False) -> Content:
+    """The next-round plan, one line per topic: ``budget          more 16 → 32``; ``compact``
+    (a short terminal) lists only the topics that change (:func:`plan_kept` counts the rest)."""
+    if plan is None:
+        return Content.styled("no plan yet: it needs at least 3 finished trials",
+                              "$foreground-muted")
+    items = list(plan.items())
+    shown = [i for i in items if str(i.action) not in ("keep", "enough")] if compact else items
+    lines = [Content.assemble(f"{i.topic[:15]:<16}", (str(i.action), PLAN_STYLE.get(
+        str(i.action), "bold $warning")), f" {plan_change(i)}" if plan_change(i) else "")
+        for i in shown]
+    if not lines:
+        lines = [Content.styled("keep everything as it is", "$foreground-muted")]
+    return Content("\n").join(lines)
+
+
+def plan_kept(plan: Any) -> int:
+    """How many topics the plan keeps as they are."""
+    return sum(1 for i in plan.items() if str(i.action) in ("keep", "enough"))
+
+
+def plan_change(item: Any) -> str:
+    """What a plan item changes, short enough for the panel (a range shows its new bounds)."""
+    if getattr(item, "scale", None) == "categorical":
+        return ""
+    if hasattr(item, "new_low"):
+        return f"→ {fmt.value(item.new_low)}..{fmt.value(item.new_high)}" if item.changed else ""
+    return f"{item.current} → {item.proposed}" if item.proposed != item.current else ""
