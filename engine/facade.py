@@ -43,6 +43,7 @@ class Snapshot:
     slots: tuple[str, ...]
     experiments: tuple[ExperimentSummary, ...]
     taken_at: float = field(default_factory=time.time)
+    engine_note: str | None = None  # why a running engine claims nothing ("disk full: …")
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ class LocalFacade:
             experiments.append(ExperimentSummary(
                 exp, tuple(self.store.list_baselines(exp.id)), studies,
                 tuple(self.store.list_decisions(exp.id))))
-        return Snapshot(str(self.workspace), status.running, status.pid, tuple(slots), tuple(experiments))
+        return Snapshot(str(self.workspace), status.running, status.pid, tuple(slots), tuple(experiments),
+                        engine_note=status.disk_full if status.running else None)
 
     def _summary(self, study: Study) -> StudySummary:
         trials = self.store.list_trials(study.id)

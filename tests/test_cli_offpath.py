@@ -57,3 +57,14 @@ def test_a_command_path_with_a_space_survives_its_baseline_run(project: Project)
     baseline = facade.run_baseline(exp.id)
     assert baseline.spec["workload"]["command"] == [sys.executable, str(folder / "t.py")]
     assert baseline.spec["kind"] == "baseline"
+
+
+def test_the_header_says_when_a_running_engine_is_paused_by_a_full_disk() -> None:
+    from engine.facade import Snapshot
+    from tuneplay_tui.state import AppState
+
+    state = AppState()
+    state.snapshot = Snapshot("/ws", True, 42, ("cpu.0",), ())
+    assert state.engine_line() == ("engine ● CPU · 1 slots", "ok")
+    state.snapshot = Snapshot("/ws", True, 42, ("cpu.0",), (), engine_note="disk full: 3 MiB free on /ws")
+    assert state.engine_line() == ("engine ‖ paused: disk full: 3 MiB free on /ws", "error")

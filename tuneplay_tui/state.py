@@ -201,6 +201,8 @@ class AppState:
             return "engine …", "warn"
         if not snap.engine_running:
             return "engine ○ stopped", "warn"
+        if snap.engine_note:  # running, but claiming nothing until it is resolved
+            return f"engine ‖ paused: {snap.engine_note}", "error"
         gpus = {s.split(".")[0] for s in snap.slots if not s.startswith("cpu")}
         where = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" if gpus else "CPU"
         return f"engine ● {where} · {len(snap.slots)} slots", "ok"
