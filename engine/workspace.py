@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.search import (
-    bayes_trials,
+    bayes_batch,
+    gp_meta_key,
+    load_gp_hyper,
     points_per_combo,
     quasi_random_trials,
     scientific_combos,
@@ -155,8 +157,15 @@ def _ask_bayes(store: Storage, study: Study, spec: StudySpec, existing: Sequence
     if n <= 0:
         return []
     start = store.reserve_points(study.id, n)
-    new = bayes_trials(spec, existing, n, first_index=start)
-    return store.add_trials(study.id, _grouped(study, spec, new)) if new else []
+    # the GP's hyperparameters live with the study: each fit warm-starts from the last, and a
+    # restarted engine reads the same ones, so it asks for the same batch
+    key = gp_meta_key(study.id)
+    hyper = load_gp_hyper(store.get_meta(key))
+    new, fitted = bayes_batch(spec, existing, n, start, hyper)
+    added = store.add_trials(study.id, _grouped(study, spec, new)) if new else []
+    if fitted:
+        store.set_meta(key, json.dumps({**hyper, **fitted}))
+    return added
 
 
 def top_up_bayesian(store: Storage, free_slots: int) -> list[Trial]:

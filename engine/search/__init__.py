@@ -9,7 +9,8 @@ scientific hyperparameters as further dimensions of the same search.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.space import ChoiceParam, Param
@@ -79,35 +80,110 @@ def preview(spec: StudySpec, n: int | None = None) -> list[dict[str, Any]]:
 def bayes_trials(
     spec: StudySpec, existing: Sequence[Trial], n: int, first_index: int
 ) -> list[NewTrial]:
-    """Ask the Bayesian optimizer for up to ``n`` trials, given the study's trials so far."""
-    from engine.search.bayes import suggest
+    """Ask the Bayesian optimizer for up to ``n`` trials, given the study's trials so far
+    (cold-started GP fits: :func:`bayes_batch` with no stored hyperparameters)."""
+    return bayes_batch(spec, existing, n, first_index, {})[0]
+
+
+def bayes_batch(
+    spec: StudySpec,
+    existing: Sequence[Trial],
+    n: int,
+    first_index: int,
+    hyper: Mapping[str, Sequence[float]],
+) -> tuple[list[NewTrial], dict[str, list[float]]]:
+    """Up to ``n`` new trials, and the GP hyperparameters fitted for them.
+
+    Args:
+        hyper: the study's stored GP hyperparameters per comparison (:func:`load_gp_hyper`),
+            the warm start of each fit; the caller stores the returned ones
+            (``Storage.set_meta(gp_meta_key(study.id), ...)``) so a restart continues exactly.
+    """
+    from engine.search.bayes import suggest_batch
 
     combos = scientific_combos(spec)
-    per_combo = points_per_combo(spec)
     dims = sampled_dimensions(spec)
-    search_trials = [t for t in existing if t.kind == "search"]
-    counts = [sum(1 for t in search_trials if _matches(t.params, c)) for c in combos]
+    budget = points_per_combo(spec) if spec.scientific_mode == "per_value" else spec.budget
+    out: list[NewTrial] = []
+    fitted: dict[str, list[float]] = {}
+    index = first_index
+    for combo, k in zip(combos, _asks(spec, existing, n)):
+        if not k:
+            continue
+        finished, pending = _observed(existing, combo)
+        key = _combo_key(combo)
+        batch = suggest_batch(dims, spec.seed, budget, spec.mode, finished, pending, k,
+                              theta=hyper.get(key))
+        if batch.theta is not None:
+            fitted[key] = batch.theta
+        for point in batch.points:
+            params = {**spec.fixed, **combo, **point}
+            seed = trial_seed(spec.seed, index)
+            out.append(NewTrial(params=params, seed=seed, point_index=index))
+            index += 1
+    return out, fitted
+
+
+def _asks(spec: StudySpec, existing: Sequence[Trial], n: int) -> list[int]:
+    """How many of ``n`` new trials go to each comparison: the least-tried one first."""
+    combos = scientific_combos(spec)
+    per_combo = points_per_combo(spec)
+    search = [t for t in existing if t.kind == "search"]
+    counts = [sum(1 for t in search if _matches(t.params, c)) for c in combos]
     asks = [0] * len(combos)
-    for _ in range(n):  # fill the least-tried comparison first
+    for _ in range(n):
         room = [i for i, c in enumerate(counts) if c + asks[i] < per_combo]
         if not room:
             break
         i = min(room, key=lambda j: counts[j] + asks[j])
         asks[i] += 1
-    out: list[NewTrial] = []
-    index = first_index
-    for combo, k in zip(combos, asks):
-        if not k:
-            continue
-        mine = [t for t in search_trials if _matches(t.params, combo)]
-        finished = [(t.params, _value(t)) for t in mine if t.state.is_finished() and t.state != TrialState.CANCELLED]
-        pending = [t.params for t in mine if not t.state.is_finished()]
-        budget = per_combo if spec.scientific_mode == "per_value" else spec.budget
-        for point in suggest(dims, spec.seed, budget, spec.mode, finished, pending, k):
-            params = {**spec.fixed, **combo, **point}
-            out.append(NewTrial(params=params, seed=trial_seed(spec.seed, index), point_index=index))
-            index += 1
-    return out
+    return asks
+
+
+def _observed(
+    existing: Sequence[Trial], combo: dict[str, Any]
+) -> tuple[list[tuple[Mapping[str, Any], float | None]], list[Mapping[str, Any]]]:
+    """(params, value) of the comparison's finished search trials (cancelled ones left out),
+    and the params of its pending ones."""
+    mine = [t for t in existing if t.kind == "search" and _matches(t.params, combo)]
+    finished = [(t.params, _value(t)) for t in mine
+                if t.state.is_finished() and t.state != TrialState.CANCELLED]
+    return finished, [t.params for t in mine if not t.state.is_finished()]
+
+
+def gp_meta_key(study_id: int) -> str:
+    """The storage meta key holding a Bayesian study's GP hyperparameters (JSON)."""
+    return f"bayes_gp:{study_id}"
+
+
+def load_gp_hyper(text: str | None) -> dict[str, list[float]]:
+    """Stored GP hyperparameters per comparison; anything unreadable is a cold start."""
+    try:
+        raw = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {k: [float(x) for x in v] for k, v in raw.items()
+            if isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)}
+
+
+def gp_protocol_note(spec: StudySpec, existing: Sequence[Trial]) -> str:
+    """One line for a report's protocol: which finished trials the Bayesian search's GP saw
+    (it is fitted on at most ``bayes.GP_CAP`` per comparison); "" for quasi-random search."""
+    if spec.search != "bayesian":
+        return ""
+    from engine.search.bayes import surrogate_note
+
+    combos = scientific_combos(spec)
+    notes = [surrogate_note(len(_observed(existing, c)[0])) for c in combos]
+    if len(combos) == 1:
+        return notes[0]
+    return "; ".join(f"{_combo_key(c)}: {note}" for c, note in zip(combos, notes))
+
+
+def _combo_key(combo: Mapping[str, Any]) -> str:
+    return json.dumps(dict(combo), sort_keys=True)
 
 
 def _matches(params: Any, combo: dict[str, Any]) -> bool:

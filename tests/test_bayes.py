@@ -1,0 +1,180 @@
+"""Bayesian search: batches spread out, infeasible trials steer, max mode, restarts continue."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.search import gp_meta_key, gp_protocol_note, load_gp_hyper
+from engine.search.bayes import MIN_BATCH_DISTANCE, suggest_batch, surrogate_note
+from engine.search.quasi_random import halton_points
+from engine.space import Param, RangeParam
+from engine.spec import parse_study
+from engine.store import open_store
+from engine.store.base import Storage, TrialProgress, TrialState
+from engine.workspace import launch_study, top_up_bayesian
+
+FOUR_D: tuple[Param, ...] = (
+    RangeParam("learning_rate", 1e-4, 1e-1, "log"),
+    RangeParam("weight_decay", 1e-6, 1e-2, "log"),
+    RangeParam("dropout", 0.0, 0.5),
+    RangeParam("label_smoothing", 0.0, 0.2),
+)
+LR = (RangeParam("learning_rate", 1e-4, 1e-1, "log"), RangeParam("dropout", 0.0, 0.5))
+
+
+def bowl(hp: dict[str, Any]) -> float | None:
+    """A validation-error-like bowl; diverges above a learning rate of 0.03."""
+    if hp["learning_rate"] > 0.03:
+        return None
+    lr, wd = math.log10(hp["learning_rate"]), math.log10(hp.get("weight_decay", 1e-4))
+    return (0.08 + 0.06 * (lr + 1.8) ** 2 + 0.015 * (wd + 3.8) ** 2
+            + 0.3 * (hp["dropout"] - 0.2) ** 2
+            + 0.5 * (hp.get("label_smoothing", 0.08) - 0.08) ** 2)
+
+
+def finished(params: tuple[Param, ...], n: int, f: Callable[[dict[str, Any]], float | None]
+             ) -> list[tuple[dict[str, Any], float | None]]:
+    return [(hp, f(hp)) for hp in halton_points(params, 7, 0, n)]
+
+
+def unit(params: tuple[Param, ...], hp: dict[str, Any]) -> np.ndarray:
+    return np.array([p.to_unit(hp[p.name]) for p in params])
+
+
+def test_a_batch_of_8_spreads_out_in_the_unit_cube() -> None:
+    # no two points of a batch of 8 closer than 0.05 in the unit cube (MIN_BATCH_DISTANCE,
+    # 0.02, is the hard floor; the believer's conditioning spreads them much further),
+    # noise-free or noisy, whatever the seed
+    rng = np.random.default_rng(0)
+    clean = finished(FOUR_D, 40, bowl)
+    noisy = [(hp, None if v is None else v + rng.normal(0, 0.1)) for hp, v in clean]
+    for done, seed in itertools.product((clean, noisy), range(3)):
+        batch = suggest_batch(FOUR_D, seed, 200, "min", done, [], 8)
+        assert len(batch.points) == 8
+        cube = [unit(FOUR_D, p) for p in batch.points]
+        closest = min(np.linalg.norm(a - b) for a, b in itertools.combinations(cube, 2))
+        assert closest >= 0.05 > MIN_BATCH_DISTANCE, (seed, closest)
+        assert all(all(p.low <= hp[p.name] <= p.high for p in FOUR_D) for hp in batch.points)
+
+
+def test_pending_trials_push_the_next_batch_elsewhere() -> None:
+    done = finished(FOUR_D, 40, bowl)
+    first = suggest_batch(FOUR_D, 0, 200, "min", done, [], 4).points
+    second = suggest_batch(FOUR_D, 0, 200, "min", done, first, 4).points
+    gaps = [min(np.linalg.norm(unit(FOUR_D, a) - unit(FOUR_D, b)) for b in first) for a in second]
+    assert min(gaps) > 1e-3, gaps
+
+
+def test_diverged_trials_still_steer_the_search_away() -> None:
+    # better and better towards a learning rate of 0.01, diverged above it: dropping the
+    # diverged trials would let the GP extrapolate the trend into the diverging region
+    def edge(hp: dict[str, Any]) -> float | None:
+        lr = math.log10(hp["learning_rate"])
+        return None if lr > -2 else 1.0 - 0.3 * (lr + 4) + 0.1 * hp["dropout"]
+
+    done = finished(LR, 24, edge)
+    assert sum(v is None for _, v in done) >= 6
+    steered = suggest_batch(LR, 0, 100, "min", done, [], 8).points
+    assert max(p["learning_rate"] for p in steered) < 0.02, steered
+    dropped = [(hp, v) for hp, v in done if v is not None]
+    blind = suggest_batch(LR, 0, 100, "min", dropped, [], 8).points
+    assert max(p["learning_rate"] for p in blind) > 0.03  # the guard can fail
+
+
+def test_max_mode_climbs_where_min_mode_descends() -> None:
+    def peak(hp: dict[str, Any]) -> float:
+        return -((hp["dropout"] - 0.35) ** 2) - (math.log10(hp["learning_rate"]) + 2.5) ** 2 / 9
+
+    done = finished(LR, 20, peak)
+    up = suggest_batch(LR, 0, 100, "max", done, [], 4).points
+    down = suggest_batch(LR, 0, 100, "min", done, [], 4).points
+    top = np.array([0.5, 0.7])  # lr 10^-2.5 and dropout 0.35 in the unit square
+    assert max(np.linalg.norm(unit(LR, p) - top) for p in up) < 0.2, up
+    assert min(np.linalg.norm(unit(LR, p) - top) for p in down) > 0.3, down
+
+
+def test_the_batch_is_a_function_of_its_inputs_and_theta_warm_starts() -> None:
+    done = finished(FOUR_D, 30, bowl)
+    a = suggest_batch(FOUR_D, 3, 200, "min", done, [], 6)
+    b = suggest_batch(FOUR_D, 3, 200, "min", done, [], 6)
+    assert a == b and a.theta is not None
+    warm = suggest_batch(FOUR_D, 3, 200, "min", done, [], 6, theta=a.theta)
+    assert warm == suggest_batch(FOUR_D, 3, 200, "min", done, [], 6, theta=a.theta)
+    assert np.allclose(warm.theta, a.theta, atol=0.05)  # the optimum it started from
+
+
+def test_initial_design_is_the_quasi_random_sequence() -> None:
+    first = suggest_batch(FOUR_D, 5, 64, "min", [], [], 4)
+    assert first.theta is None
+    assert first.points == halton_points(FOUR_D, 5, 0, 4)
+    rest = suggest_batch(FOUR_D, 5, 64, "min", [(p, 0.5) for p in first.points], [], 4)
+    assert rest.points == halton_points(FOUR_D, 5, 4, 4)  # one value: nothing to model yet
+
+
+def test_the_protocol_note_says_what_the_gp_saw() -> None:
+    assert surrogate_note(120) == "the GP saw all 120 finished trials"
+    assert surrogate_note(2000) == "the GP saw the best 200 and 200 random of 2000 finished trials"
+    assert load_gp_hyper("not json") == {}
+    assert load_gp_hyper('{"{}": [1, 2.5]}') == {"{}": [1.0, 2.5]}
+
+
+STUDY = """\
+[study]
+name = "bo"
+workload = "builtin:digits-mlp"
+max_train_steps = 10
+budget = 24
+seed = 4
+search = "bayesian"
+[nuisance]
+learning_rate = { low = 1e-4, high = 1e-1, scale = "log" }
+weight_decay  = { low = 1e-6, high = 1e-2, scale = "log" }
+dropout       = { low = 0.0, high = 0.5 }
+label_smoothing = { low = 0.0, high = 0.2 }
+"""
+
+NEXT_BATCH = """\
+import json, sys
+from engine.store import open_store
+from engine.workspace import top_up_bayesian
+store = open_store(sys.argv[1])
+print(json.dumps([t.params for t in top_up_bayesian(store, free_slots=6)]))
+"""
+
+
+def _finish_all(store: Storage) -> None:
+    for t in store.claim_trials("w", "cpu", limit=100):
+        value = bowl(dict(t.params))
+        state = TrialState.DIVERGED if value is None else TrialState.COMPLETED
+        store.finish_trial(t.id, TrialProgress(state, best_step=9, best_value=value, steps_done=10))
+
+
+def test_a_restarted_engine_asks_for_the_same_next_batch(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "ws")
+    launch = launch_study(store, parse_study(STUDY), initial_bayes=6)
+    study = launch.study
+    _finish_all(store)
+    assert len(top_up_bayesian(store, free_slots=6)) == 6  # the first GP fit, stored
+    assert load_gp_hyper(store.get_meta(gp_meta_key(study.id)))
+    _finish_all(store)
+    store.close()
+    shutil.copytree(tmp_path / "ws", tmp_path / "restarted")
+    # the engine that kept running, and a new process on a copy of the same workspace
+    store = open_store(tmp_path / "ws")
+    kept = [dict(t.params) for t in top_up_bayesian(store, free_slots=6)]
+    repo = Path(__file__).parents[1]
+    fresh = subprocess.run([sys.executable, "-c", NEXT_BATCH, str(tmp_path / "restarted")],
+                           capture_output=True, text=True, check=True, cwd=repo)
+    assert len(kept) == 6 and json.loads(fresh.stdout) == kept
+    note = gp_protocol_note(parse_study(STUDY), store.list_trials(study.id))
+    assert note == "the GP saw all 12 finished trials"
