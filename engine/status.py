@@ -89,10 +89,24 @@ def progress_of(study: Study, trials: list[Trial]) -> StudyProgress:
     counts = Counter(t.state.value for t in trials)
     return StudyProgress(
         name=study.name, metric=study.spec["metric"], mode=study.spec["mode"],
-        counts={s.value: counts.get(s.value, 0) for s in TrialState}, total=len(trials),
+        counts={s.value: counts.get(s.value, 0) for s in TrialState}, total=_planned(study, trials),
         best=best_trial(trials, study.spec["mode"]), eta_seconds=estimate_eta(trials),
         reruns=rerun_progress(trials),
     )
+
+
+def _planned(study: Study, trials: list[Trial]) -> int:
+    """Trials the study will have: a Bayesian study adds its trials a batch at a time, so
+    "4/4 done" before its top-up would call a 20-trial budget finished."""
+    from engine.search import total_trials
+    from engine.spec import spec_from_dict
+
+    searched = sum(1 for t in trials if t.kind == "search")
+    try:
+        budget = total_trials(spec_from_dict(study.spec))
+    except (KeyError, TypeError, ValueError):
+        budget = searched
+    return len(trials) + max(0, budget - searched)
 
 
 def estimate_eta(trials: list[Trial]) -> float | None:

@@ -68,3 +68,19 @@ def test_the_header_says_when_a_running_engine_is_paused_by_a_full_disk() -> Non
     assert state.engine_line() == ("engine ● CPU · 1 slots", "ok")
     state.snapshot = Snapshot("/ws", True, 42, ("cpu.0",), (), engine_note="disk full: 3 MiB free on /ws")
     assert state.engine_line() == ("engine ‖ paused: disk full: 3 MiB free on /ws", "error")
+
+
+def test_a_bayesian_study_is_not_done_before_its_budget_is_reached(tmp_path: Path) -> None:
+    from engine.spec import load_study
+    from engine.status import study_progress
+    from engine.store import open_store
+    from engine.store.base import TrialProgress, TrialState
+    from engine.workspace import launch_study
+
+    store = open_store(tmp_path / ".tuneplay")
+    launch = launch_study(store, load_study(ROOT / "studies" / "digits-mlp-bayes.toml"))
+    first = store.claim_trials("w", "cpu", limit=len(launch.new_trials))
+    for t in first:  # the first batch finishes before the engine asks for the next one
+        store.finish_trial(t.id, TrialProgress(TrialState.COMPLETED, 299, 0.1, 300, 1.0))
+    progress = study_progress(store, launch.study.id)
+    assert not progress.finished and f"{len(first)}/20 done" in progress.line()
