@@ -72,19 +72,6 @@ def surrogate_note(n_finished: int, cap: int = GP_CAP) -> str:
     return f"the GP saw the best {best} and {cap - best} random of {n_finished} finished trials"
 
 
-def suggest(
-    params: Sequence[Param],
-    seed: int,
-    budget: int,
-    mode: str,
-    finished: Sequence[tuple[Mapping[str, Any], float | None]],
-    pending: Sequence[Mapping[str, Any]],
-    n: int,
-) -> list[dict[str, Any]]:
-    """Ask for ``n`` new points (a cold-started :func:`suggest_batch`, points only)."""
-    return suggest_batch(params, seed, budget, mode, finished, pending, n).points
-
-
 def suggest_batch(
     params: Sequence[Param],
     seed: int,
