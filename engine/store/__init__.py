@@ -9,12 +9,14 @@ import os
 from pathlib import Path
 
 from engine.store.base import (
+    DEFAULT_LEASE_SECONDS,
     FINISHED_STATES,
     SCHEMA_VERSION,
     Baseline,
     Checkpoint,
     Decision,
     Experiment,
+    LeaseLost,
     MetricRow,
     NewTrial,
     Storage,
@@ -34,7 +36,7 @@ DEFAULT_WORKSPACE = ".tuneplay"
 WORKSPACE_SUBDIRS = ("checkpoints", "logs")
 
 __all__ = [
-    "DB_NAME", "FINISHED_STATES", "SCHEMA_VERSION", "Baseline", "Checkpoint", "Decision",
+    "DB_NAME", "DEFAULT_LEASE_SECONDS", "FINISHED_STATES", "LeaseLost", "SCHEMA_VERSION", "Baseline", "Checkpoint", "Decision",
     "DiskFullError", "Experiment", "MemoryStorage", "MetricRow", "NewTrial", "SQLiteStorage", "Storage",
     "StoreError", "Study", "Trial", "TrialProgress", "TrialState", "disk_full", "open_store",
     "workspace_path",

@@ -12,11 +12,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-SCHEMA_VERSION = 2  # 2: trials.group_key (fusion groups)
+SCHEMA_VERSION = 3  # 2: trials.group_key (fusion groups); 3: leases (host, lease_token, lease_expires)
+DEFAULT_LEASE_SECONDS = 60.0  # a claim's lease when the caller names none
 
 
 class StoreError(Exception):
     """A workspace problem a user can act on (schema mismatch, unknown name, bad state)."""
+
+
+class LeaseLost(StoreError):
+    """A worker's write carried a lease token its trial no longer holds (the lease expired and
+    the trial was requeued or claimed again): nothing was written, and the worker stops it."""
 
 
 class TrialState(str, enum.Enum):
@@ -116,6 +122,9 @@ class Trial:
     wall_time: float = 0.0
     error: str = ""
     group_key: str = ""
+    host: str = ""  # the engine host whose worker holds (or last held) the trial
+    lease_token: str = ""  # set while RUNNING under a lease; "" otherwise
+    lease_expires: float | None = None  # by the store's clock (``db_time``); None: never
 
 
 @dataclass(frozen=True)
@@ -165,7 +174,19 @@ class TrialProgress:
 
 
 class Storage(Protocol):
-    """Everything a workspace stores. Implementations: SQLite (real) and memory (tests)."""
+    """Everything a workspace stores. Implementations: SQLite (the embedded default),
+    PostgreSQL (shared by engines on many hosts) and memory (tests).
+
+    Leases and fencing. ``claim_trials`` gives each claimed trial a fresh random
+    ``lease_token`` and a ``lease_expires`` computed by the store's own clock
+    (``db_time``), so hosts whose clocks disagree still agree on expiry. A worker renews its
+    leases with ``renew`` and passes its tokens (``leases``/``lease``: trial id -> token) with
+    every write it makes: metrics, checkpoint records, its trial's end. A write whose token
+    is not the trial's current one (the trial left RUNNING, or was requeued and claimed
+    again) writes nothing for that trial. Whenever a trial leaves RUNNING its token and
+    expiry are cleared, so no late write under an old token can land. Writes without
+    ``leases`` (the CLI, the engine's own bookkeeping, tests) are not fenced.
+    """
 
     # experiments and baselines
     def create_experiment(self, name: str, workload: str) -> Experiment: ...
@@ -197,16 +218,40 @@ class Storage(Protocol):
     def list_trials(
         self, study_id: int | None = None, states: Iterable[TrialState] | None = None
     ) -> list[Trial]: ...
+    def add_running(self, study_id: int, trials: Sequence[NewTrial], worker: str) -> list[Trial]:
+        """Create trials already RUNNING (attempt 1) for ``worker``, outside any engine (ask/tell):
+        they hold no lease, so they never expire; no engine claims them."""
+        ...
     def claim_trials(
         self, worker: str, device: str, limit: int = 1, study_id: int | None = None,
-        group: bool = False,
+        group: bool = False, *, host: str = "", lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> list[Trial]:
         """Atomically move up to ``limit`` QUEUED trials (oldest first) to RUNNING.
 
         A trial is handed to exactly one caller; ``attempt`` goes up by one. With ``group``,
         the claim is the oldest queued trial plus up to ``limit - 1`` more that share its
-        non-empty ``group_key`` (a group that can train fused).
+        non-empty ``group_key`` (a group that can train fused). Each claimed trial gets
+        ``host``, a new ``lease_token`` and ``lease_expires = db_time() + lease_seconds``.
         """
+        ...
+    def renew(
+        self, leases: Mapping[int, str], steps_done: Mapping[int, Any] | None = None, *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> dict[int, TrialState | None]:
+        """Renew held leases (``lease_expires = db_time() + lease_seconds``), marking the trials
+        alive and recording progress as ``heartbeat`` does.
+
+        Returns, per given trial: RUNNING while its lease is held; its state when it has
+        finished (a user's cancel); None when the lease is lost (expired and requeued, or
+        claimed again). Trials not held are not touched.
+        """
+        ...
+    def expired_leases(self) -> list[Trial]:
+        """RUNNING trials whose lease expired by the store's clock (trials without a lease,
+        such as asked ones, never expire)."""
+        ...
+    def db_time(self) -> float:
+        """The store's clock, epoch seconds (the PostgreSQL server's; this host's for SQLite)."""
         ...
     def heartbeat(self, trial_ids: Sequence[int], steps_done: Mapping[int, Any] | None = None) -> dict[int, TrialState]:
         """Mark RUNNING trials alive; ``steps_done`` maps id -> steps or (steps, best_step, best_value).
@@ -220,23 +265,35 @@ class Storage(Protocol):
     def next_queued_group_key(self) -> str | None:
         """The group key of the oldest QUEUED trial (None when nothing is queued)."""
         ...
-    def finish_trial(self, trial_id: int, progress: TrialProgress) -> Trial:
-        """Record the end of an attempt (any state but QUEUED/RUNNING)."""
+    def finish_trial(self, trial_id: int, progress: TrialProgress, *, lease: str | None = None) -> Trial:
+        """Record the end of an attempt (any state but QUEUED/RUNNING).
+
+        Raises LeaseLost (writing nothing) when ``lease`` is given and not held."""
         ...
-    def finish_trials(self, items: Sequence[tuple[int, TrialProgress]]) -> list[int]:
+    def finish_trials(
+        self, items: Sequence[tuple[int, TrialProgress]], *, leases: Mapping[int, str] | None = None,
+    ) -> list[int]:
         """Record the end of many attempts in one write (a fused group's); trials already
-        finished (e.g. cancelled meanwhile) keep their state. Returns the ids recorded."""
+        finished (e.g. cancelled meanwhile), or whose lease is not held, keep their state.
+        Returns the ids recorded."""
         ...
-    def set_state(self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState]) -> int:
-        """Move trials to ``state`` if they are currently in one of ``only_from``; return how many."""
+    def set_state(
+        self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState],
+        leases: Mapping[int, str] | None = None,
+    ) -> int:
+        """Move trials to ``state`` if they are currently in one of ``only_from`` (and, with
+        ``leases``, only those whose lease is held); return how many."""
         ...
     def requeue_stale(self, older_than: float) -> list[Trial]:
         """RUNNING trials whose heartbeat is older than ``older_than`` (epoch s) -> QUEUED."""
         ...
 
     # metrics and checkpoints
-    def write_metrics(self, rows: Sequence[MetricRow]) -> None:
-        """Upsert: exactly one row per (trial, step, name); a re-reported step replaces it."""
+    def write_metrics(self, rows: Sequence[MetricRow], *, leases: Mapping[int, str] | None = None) -> list[int]:
+        """Upsert: exactly one row per (trial, step, name); a re-reported step replaces it.
+
+        With ``leases``, rows of trials whose lease is not held are dropped; returns the ids
+        of the trials whose rows were refused (sorted; empty when all were written)."""
         ...
     def read_metrics(
         self, trial_ids: Sequence[int] | None = None, study_id: int | None = None,
@@ -251,11 +308,14 @@ class Storage(Protocol):
         """As :meth:`read_metrics`, but columns ``trial_id, step, name, value`` (for DataFrames;
         much lighter than millions of MetricRow objects)."""
         ...
-    def record_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Upsert the trial's checkpoint of this kind."""
+    def record_checkpoint(self, checkpoint: Checkpoint, *, lease: str | None = None) -> None:
+        """Upsert the trial's checkpoint of this kind (LeaseLost when ``lease`` is not held)."""
         ...
-    def record_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
-        """Upsert several checkpoints in one transaction."""
+    def record_checkpoints(
+        self, checkpoints: Sequence[Checkpoint], *, leases: Mapping[int, str] | None = None,
+    ) -> list[int]:
+        """Upsert several checkpoints in one transaction; with ``leases``, those of trials
+        whose lease is not held are dropped. Returns the refused trial ids (sorted)."""
         ...
     def get_checkpoints(self, trial_id: int) -> list[Checkpoint]: ...
 
@@ -270,5 +330,9 @@ class Storage(Protocol):
     # engine bookkeeping (key-value, e.g. engine heartbeat, slots)
     def set_meta(self, key: str, value: str) -> None: ...
     def get_meta(self, key: str) -> str | None: ...
+    def list_meta(self, prefix: str) -> dict[str, str]:
+        """Every meta key starting with ``prefix`` (e.g. ``engine.host.``) and its value."""
+        ...
+    def delete_meta(self, key: str) -> None: ...
 
     def close(self) -> None: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -11,11 +12,13 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from engine.store.base import (
+    DEFAULT_LEASE_SECONDS,
     SCHEMA_VERSION,
     Baseline,
     Checkpoint,
     Decision,
     Experiment,
+    LeaseLost,
     MetricRow,
     NewTrial,
     StoreError,
@@ -73,6 +76,25 @@ class MemoryStorage:
         if key not in table:
             raise StoreError(f"memory: no {what} with id {key}")
         return table[key]
+
+    def _held(self, leases: Mapping[int, str] | None, ids: Iterable[int]) -> set[int] | None:
+        """Of ``ids``, those whose lease ``leases`` names is held (None: no fencing asked)."""
+        if leases is None:
+            return None
+        out = set()
+        for i in ids:
+            t = self._trials.get(int(i))
+            if t is not None and t.state is TrialState.RUNNING and t.lease_token \
+                    and leases.get(int(i)) == t.lease_token:
+                out.add(int(i))
+        return out
+
+    def _set(self, trial_id: int, **changes: Any) -> None:
+        """Replace a trial's fields; leaving RUNNING gives its lease up."""
+        t = replace(self._trials[trial_id], **changes)
+        if t.state is not TrialState.RUNNING:
+            t = replace(t, lease_token="", lease_expires=None)
+        self._trials[trial_id] = t
 
     # ----------------------------------------------------------------- experiments
 
@@ -206,6 +228,16 @@ class MemoryStorage:
             return added
         return self._locked(write)
 
+    def add_running(self, study_id: int, trials: Sequence[NewTrial], worker: str) -> list[Trial]:
+        """Create trials already RUNNING for ``worker`` (ask/tell): no lease, never expire."""
+        with self._lock:
+            added = self.add_trials(study_id, trials)
+            now = time.time()
+            for t in added:
+                self._set(t.id, state=TrialState.RUNNING, attempt=1, worker=worker,
+                          started_at=now, heartbeat_at=now)
+            return self._locked(lambda: [self._trials[t.id] for t in added])
+
     def get_trial(self, trial_id: int) -> Trial:
         """The trial with this id (StoreError when there is none)."""
         return self._locked(lambda: self._get(self._trials, "trial", trial_id))
@@ -223,7 +255,7 @@ class MemoryStorage:
 
     def claim_trials(
         self, worker: str, device: str, limit: int = 1, study_id: int | None = None,
-        group: bool = False,
+        group: bool = False, *, host: str = "", lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> list[Trial]:
         """Atomically move up to ``limit`` QUEUED trials (oldest first) to RUNNING."""
         def write() -> list[Trial]:
@@ -242,6 +274,7 @@ class MemoryStorage:
                 self._trials[t.id] = replace(
                     t, state=TrialState.RUNNING, attempt=t.attempt + 1, worker=worker,
                     device=device, started_at=now, heartbeat_at=now, finished_at=None,
+                    host=host, lease_token=secrets.token_hex(16), lease_expires=now + lease_seconds,
                 )
             return [self._trials[t.id] for t in queued]
         return self._locked(write)
@@ -276,11 +309,41 @@ class MemoryStorage:
                 out[int(trial_id)] = t.state
         return out
 
+    def renew(
+        self, leases: Mapping[int, str], steps_done: Mapping[int, Any] | None = None, *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> dict[int, TrialState | None]:
+        """Renew held leases and record progress; per trial RUNNING, its finished state, or None."""
+        with self._lock:
+            held = self._held(leases, leases) or set()
+            self.heartbeat(sorted(held), {i: v for i, v in (steps_done or {}).items() if i in held})
+            now = time.time()
+            out: dict[int, TrialState | None] = {}
+            for i in leases:
+                t = self._trials.get(int(i))
+                if int(i) in held and t is not None:
+                    self._trials[int(i)] = replace(t, lease_expires=now + lease_seconds)
+                    out[int(i)] = TrialState.RUNNING
+                else:
+                    out[int(i)] = t.state if t is not None and t.state.is_finished() else None
+            return out
+
+    def expired_leases(self) -> list[Trial]:
+        """RUNNING trials whose lease expired."""
+        now = time.time()
+        return self._locked(lambda: [
+            t for t in self._trials.values() if t.state is TrialState.RUNNING
+            and t.lease_expires is not None and t.lease_expires < now])
+
+    def db_time(self) -> float:
+        """This process's clock."""
+        return time.time()
+
     def has_queued(self) -> bool:
         with self._lock:
             return any(t.state is TrialState.QUEUED for t in self._trials.values())
 
-    def finish_trial(self, trial_id: int, progress: TrialProgress) -> Trial:
+    def finish_trial(self, trial_id: int, progress: TrialProgress, *, lease: str | None = None) -> Trial:
         """Record the end of an attempt; a trial already finished is refused."""
         state = TrialState(progress.state)
         if state in (TrialState.QUEUED, TrialState.RUNNING):
@@ -289,31 +352,37 @@ class MemoryStorage:
             t = self._get(self._trials, "trial", trial_id)
             if t.state.is_finished():
                 raise StoreError(f"memory: trial {trial_id} is already {t.state.value}")
+            if lease is not None and not self._held({trial_id: lease}, [trial_id]):
+                raise LeaseLost(f"memory: trial {trial_id}: lease lost; its end is not recorded")
             best = None if progress.best_value is None else float(progress.best_value)
             step = None if progress.best_step is None else int(progress.best_step)
-            self._trials[trial_id] = replace(
-                t, state=state, best_step=step, best_value=best,
+            self._set(
+                trial_id, state=state, best_step=step, best_value=best,
                 steps_done=int(progress.steps_done), wall_time=float(progress.wall_time),
                 error=progress.error, finished_at=time.time() if state.is_finished() else None,
             )
             return self._trials[trial_id]
         return self._locked(write)
 
-    def finish_trials(self, items: Sequence[tuple[int, TrialProgress]]) -> list[int]:
-        """Record the end of many attempts at once; finished trials are skipped."""
+    def finish_trials(
+        self, items: Sequence[tuple[int, TrialProgress]], *, leases: Mapping[int, str] | None = None,
+    ) -> list[int]:
+        """Record the end of many attempts at once; finished trials (and, with ``leases``, those
+        whose lease is not held) are skipped."""
         for trial_id, progress in items:
             if not TrialState(progress.state).is_finished():
                 raise StoreError(f"finish_trials {trial_id}: {progress.state} is not an end state")
         done = []
         with self._lock:
+            held = self._held(leases, [i for i, _ in items])
             for trial_id, progress in items:
                 t = self._trials.get(trial_id)
-                if t is None or t.state.is_finished():
+                if t is None or t.state.is_finished() or (held is not None and trial_id not in held):
                     continue
                 best = None if progress.best_value is None else float(progress.best_value)
                 step = None if progress.best_step is None else int(progress.best_step)
-                self._trials[trial_id] = replace(
-                    t, state=TrialState(progress.state), best_step=step, best_value=best,
+                self._set(
+                    trial_id, state=TrialState(progress.state), best_step=step, best_value=best,
                     steps_done=int(progress.steps_done), wall_time=float(progress.wall_time),
                     error=progress.error, finished_at=time.time(),
                 )
@@ -321,17 +390,20 @@ class MemoryStorage:
         return done
 
     def set_state(
-        self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState]
+        self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState],
+        leases: Mapping[int, str] | None = None,
     ) -> int:
-        """Move trials to ``state`` if they are currently in one of ``only_from``."""
+        """Move trials to ``state`` if they are currently in one of ``only_from`` (and hold
+        the lease named, with ``leases``)."""
         state, sources = TrialState(state), {TrialState(s) for s in only_from}
         finished_at = time.time() if state.is_finished() else None
         with self._lock:
             moved = 0
+            held = self._held(leases, trial_ids)
             for trial_id in dict.fromkeys(trial_ids):
                 t = self._trials.get(trial_id)
-                if t is not None and t.state in sources:
-                    self._trials[trial_id] = replace(t, state=state, finished_at=finished_at)
+                if t is not None and t.state in sources and (held is None or trial_id in held):
+                    self._set(trial_id, state=state, finished_at=finished_at)
                     moved += 1
             return moved
 
@@ -343,19 +415,26 @@ class MemoryStorage:
                 and (t.heartbeat_at or t.started_at or 0.0) < older_than
             ]
             for t in stale:
-                self._trials[t.id] = replace(t, state=TrialState.QUEUED)
+                self._set(t.id, state=TrialState.QUEUED)
             return [self._trials[t.id] for t in stale]
         return self._locked(write)
 
     # ----------------------------------------------------------------- metrics, checkpoints
 
-    def write_metrics(self, rows: Sequence[MetricRow]) -> None:
-        """Upsert: exactly one row per (trial, step, name); a re-reported step replaces it."""
+    def write_metrics(
+        self, rows: Sequence[MetricRow], *, leases: Mapping[int, str] | None = None,
+    ) -> list[int]:
+        """Upsert: exactly one row per (trial, step, name); a re-reported step replaces it.
+        With ``leases``, rows of trials whose lease is not held are dropped (ids returned)."""
         with self._lock:
             for r in rows:
                 self._get(self._trials, "trial", r.trial_id)
+            ids = {int(r.trial_id) for r in rows}
+            held = self._held(leases, ids)
             for r in rows:
-                self._metrics[(int(r.trial_id), int(r.step), r.name)] = float(r.value)
+                if held is None or int(r.trial_id) in held:
+                    self._metrics[(int(r.trial_id), int(r.step), r.name)] = float(r.value)
+            return [] if held is None else sorted(ids - held)
 
     def read_metrics(
         self, trial_ids: Sequence[int] | None = None, study_id: int | None = None,
@@ -385,16 +464,25 @@ class MemoryStorage:
             "name": [r.name for r in rows], "value": [r.value for r in rows],
         }
 
-    def record_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Upsert the trial's checkpoint of this kind."""
-        with self._lock:
-            self._get(self._trials, "trial", checkpoint.trial_id)
-            self._checkpoints[(checkpoint.trial_id, checkpoint.kind)] = checkpoint
+    def record_checkpoint(self, checkpoint: Checkpoint, *, lease: str | None = None) -> None:
+        """Upsert the trial's checkpoint of this kind (LeaseLost when ``lease`` is not held)."""
+        leases = None if lease is None else {checkpoint.trial_id: lease}
+        if self.record_checkpoints([checkpoint], leases=leases):
+            raise LeaseLost(f"memory: trial {checkpoint.trial_id}: lease lost")
 
-    def record_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
-        """Upsert several checkpoints."""
-        for c in checkpoints:
-            self.record_checkpoint(c)
+    def record_checkpoints(
+        self, checkpoints: Sequence[Checkpoint], *, leases: Mapping[int, str] | None = None,
+    ) -> list[int]:
+        """Upsert several checkpoints; with ``leases``, those of trials not held are dropped."""
+        with self._lock:
+            for c in checkpoints:
+                self._get(self._trials, "trial", c.trial_id)
+            ids = {c.trial_id for c in checkpoints}
+            held = self._held(leases, ids)
+            for c in checkpoints:
+                if held is None or c.trial_id in held:
+                    self._checkpoints[(c.trial_id, c.kind)] = c
+            return [] if held is None else sorted(ids - held)
 
     def get_checkpoints(self, trial_id: int) -> list[Checkpoint]:
         """The trial's checkpoints, by kind."""
@@ -439,6 +527,17 @@ class MemoryStorage:
         """An engine bookkeeping value, or None."""
         with self._lock:
             return self._meta.get(key)
+
+    def list_meta(self, prefix: str) -> dict[str, str]:
+        """Every bookkeeping key starting with ``prefix``, with its value."""
+        with self._lock:
+            return {k: v for k, v in sorted(self._meta.items()) if k.startswith(prefix)}
+
+    def delete_meta(self, key: str) -> None:
+        """Forget a bookkeeping value."""
+        check_meta_key(key)
+        with self._lock:
+            self._meta.pop(key, None)
 
     def close(self) -> None:
         """Nothing to release."""

@@ -8,16 +8,19 @@ across the engine, the CLI and any number of viewers.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.store.base import (
+    DEFAULT_LEASE_SECONDS,
     Baseline,
     Checkpoint,
     Decision,
     Experiment,
+    LeaseLost,
     MetricRow,
     NewTrial,
     StoreError,
@@ -66,6 +69,22 @@ def _opt_int(value: Any) -> int | None:
 def _in_list(column: str) -> str:
     """A filter on ``column`` by a JSON array parameter (no limit on the number of values)."""
     return f"{column} IN (SELECT value FROM json_each(?))"
+
+
+# A trial leaving RUNNING gives its lease up: no late write under the old token can land.
+_NO_LEASE = "lease_token = '', lease_expires = NULL"
+
+
+def _held(conn: Connection, leases: Mapping[int, str] | None, ids: Iterable[int]) -> set[int] | None:
+    """Of ``ids``, those whose lease ``leases`` names is held (None: no fencing asked)."""
+    if leases is None:
+        return None
+    wanted = {int(i) for i in ids}
+    rows = conn.execute(
+        f"SELECT id, lease_token FROM trials WHERE state = 'RUNNING' AND {_in_list('id')}",
+        (_ids_json(wanted),),
+    )
+    return {int(i) for i, token in rows if token and leases.get(int(i)) == token}
 
 
 # --------------------------------------------------------------------------- storage
@@ -247,24 +266,38 @@ class SQLiteStorage:
 
     def add_trials(self, study_id: int, trials: Sequence[NewTrial]) -> list[Trial]:
         """Enqueue trials; each gets the next 0-based number within its study."""
+        return self._run(lambda conn: self._add(conn, study_id, trials), write=True)
+
+    def _add(self, conn: Connection, study_id: int, trials: Sequence[NewTrial]) -> list[Trial]:
+        """Insert ``trials`` QUEUED, numbered on from the study's last (in ``conn``'s transaction)."""
+        study = self._get_study(conn, study_id)
+        (number,) = conn.execute(
+            "SELECT COALESCE(MAX(number), -1) + 1 FROM trials WHERE study_id = ?",
+            (study_id,),
+        ).fetchone()
+        ids, now = [], time.time()
+        for offset, new in enumerate(trials):
+            cur = conn.execute(
+                "INSERT INTO trials (study_id, number, params, seed, state, point_index, "
+                "kind, max_train_steps, created_at, group_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (study_id, number + offset, to_json(new.params, "trial params"), int(new.seed),
+                 TrialState.QUEUED.value, new.point_index, new.kind,
+                 trial_max_train_steps(study, new), now, new.group_key),
+            )
+            ids.append(cur.lastrowid or 0)
+        return self._trials_by_ids(conn, ids)
+
+    def add_running(self, study_id: int, trials: Sequence[NewTrial], worker: str) -> list[Trial]:
+        """Create trials already RUNNING for ``worker`` outside any engine (ask/tell); they hold
+        no lease, so no engine claims them and they never expire."""
         def write(conn: Connection) -> list[Trial]:
-            study = self._get_study(conn, study_id)
-            (number,) = conn.execute(
-                "SELECT COALESCE(MAX(number), -1) + 1 FROM trials WHERE study_id = ?",
-                (study_id,),
-            ).fetchone()
-            ids, now = [], time.time()
-            for offset, new in enumerate(trials):
-                cur = conn.execute(
-                    "INSERT INTO trials (study_id, number, params, seed, state, point_index, "
-                    "kind, max_train_steps, created_at, group_key) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (study_id, number + offset, to_json(new.params, "trial params"), int(new.seed),
-                     TrialState.QUEUED.value, new.point_index, new.kind,
-                     trial_max_train_steps(study, new), now, new.group_key),
-                )
-                ids.append(cur.lastrowid or 0)
-            return self._trials_by_ids(conn, ids)
+            added = self._add(conn, study_id, trials)
+            now = time.time()
+            conn.execute(
+                "UPDATE trials SET state = 'RUNNING', attempt = 1, worker = ?, started_at = ?, "
+                f"heartbeat_at = ? WHERE {_in_list('id')}", (worker, now, now, _ids_json(t.id for t in added)))
+            return self._trials_by_ids(conn, [t.id for t in added])
         return self._run(write, write=True)
 
     def get_trial(self, trial_id: int) -> Trial:
@@ -290,7 +323,7 @@ class SQLiteStorage:
 
     def claim_trials(
         self, worker: str, device: str, limit: int = 1, study_id: int | None = None,
-        group: bool = False,
+        group: bool = False, *, host: str = "", lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> list[Trial]:
         """Atomically move up to ``limit`` QUEUED trials (oldest first) to RUNNING.
 
@@ -315,11 +348,12 @@ class SQLiteStorage:
             if not ids:
                 return []
             now = time.time()
-            conn.execute(
+            conn.executemany(
                 "UPDATE trials SET state = 'RUNNING', attempt = attempt + 1, worker = ?, "
-                "device = ?, started_at = ?, heartbeat_at = ?, finished_at = NULL "
-                f"WHERE {_in_list('id')}",
-                (worker, device, now, now, _ids_json(ids)),
+                "device = ?, host = ?, started_at = ?, heartbeat_at = ?, finished_at = NULL, "
+                "lease_token = ?, lease_expires = ? WHERE id = ?",
+                [(worker, device, host, now, now, secrets.token_hex(16), now + lease_seconds, i)
+                 for i in ids],
             )
             return self._trials_by_ids(conn, ids)
         try:
@@ -359,13 +393,52 @@ class SQLiteStorage:
             return {int(i): TrialState(st) for i, st in rows}
         return self._run(write, write=True)
 
+    def renew(
+        self, leases: Mapping[int, str], steps_done: Mapping[int, Any] | None = None, *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> dict[int, TrialState | None]:
+        """Renew held leases and record progress; per trial RUNNING (held), its finished state,
+        or None (the lease is lost)."""
+        ids = [int(t) for t in leases]
+
+        def write(conn: Connection) -> dict[int, TrialState | None]:
+            held = _held(conn, leases, ids) or set()
+            now = time.time()
+            data = []
+            for t in held:
+                steps, best_step, best_value = progress_entry((steps_done or {}).get(t))
+                data.append((now, now + lease_seconds, steps, best_step, encode_float(best_value), t))
+            conn.executemany(
+                "UPDATE trials SET heartbeat_at = ?, lease_expires = ?, "
+                "steps_done = COALESCE(?, steps_done), best_step = COALESCE(?, best_step), "
+                "best_value = COALESCE(?, best_value) WHERE id = ?", data)
+            rows = conn.execute(f"SELECT id, state FROM trials WHERE {_in_list('id')}", (_ids_json(ids),))
+            out: dict[int, TrialState | None] = {i: None for i in ids}
+            for i, st in rows:
+                state = TrialState(st)
+                out[int(i)] = state if int(i) in held or state.is_finished() else None
+            return out
+        return self._run(write, write=True) if ids else {}
+
+    def expired_leases(self) -> list[Trial]:
+        """RUNNING trials whose lease expired (by this host's clock: SQLite has no other)."""
+        sql = (f"SELECT {TRIAL_COLS} FROM trials WHERE state = 'RUNNING' "
+               "AND lease_expires IS NOT NULL AND lease_expires < ? ORDER BY id")
+        rows = self._run(lambda conn: conn.execute(sql, (time.time(),)).fetchall())
+        return [trial_from_row(r) for r in rows]
+
+    def db_time(self) -> float:
+        """The store's clock: this host's, for a file on a local disk."""
+        return time.time()
+
     def has_queued(self) -> bool:
         """Whether any trial waits to be claimed (a cheap read, no write lock)."""
         sql = "SELECT 1 FROM trials WHERE state = 'QUEUED' LIMIT 1"
         return self._run(lambda conn: conn.execute(sql).fetchone() is not None)
 
-    def finish_trial(self, trial_id: int, progress: TrialProgress) -> Trial:
-        """Record the end of an attempt; a trial already finished is refused."""
+    def finish_trial(self, trial_id: int, progress: TrialProgress, *, lease: str | None = None) -> Trial:
+        """Record the end of an attempt; a trial already finished is refused, and so is a
+        ``lease`` the trial no longer holds (LeaseLost)."""
         state = TrialState(progress.state)
         if state in (TrialState.QUEUED, TrialState.RUNNING):
             raise StoreError(f"finish_trial {trial_id}: {state.value} is not an end state")
@@ -375,9 +448,11 @@ class SQLiteStorage:
                 raise StoreError(
                     f"{self.path}: trial {trial_id} is already {current.state.value}"
                 )
+            if lease is not None and not _held(conn, {trial_id: lease}, [trial_id]):
+                raise LeaseLost(f"{self.path}: trial {trial_id}: lease lost; its end is not recorded")
             conn.execute(
                 "UPDATE trials SET state = ?, best_step = ?, best_value = ?, steps_done = ?, "
-                "wall_time = ?, error = ?, finished_at = ? WHERE id = ?",
+                f"wall_time = ?, error = ?, finished_at = ?, {_NO_LEASE} WHERE id = ?",
                 (state.value, _opt_int(progress.best_step), encode_float(progress.best_value),
                  int(progress.steps_done), float(progress.wall_time), progress.error,
                  time.time() if state.is_finished() else None, trial_id),
@@ -385,8 +460,11 @@ class SQLiteStorage:
             return self._get_trial(conn, trial_id)
         return self._run(write, write=True)
 
-    def finish_trials(self, items: Sequence[tuple[int, TrialProgress]]) -> list[int]:
-        """Record the end of many attempts in one transaction; finished trials are skipped."""
+    def finish_trials(
+        self, items: Sequence[tuple[int, TrialProgress]], *, leases: Mapping[int, str] | None = None,
+    ) -> list[int]:
+        """Record the end of many attempts in one transaction; finished trials, and those whose
+        lease is not held (with ``leases``), are skipped."""
         now = time.time()
         data = []
         for trial_id, progress in items:
@@ -398,32 +476,43 @@ class SQLiteStorage:
                          int(trial_id)))
         sql = (
             "UPDATE trials SET state = ?, best_step = ?, best_value = ?, steps_done = ?, "
-            "wall_time = ?, error = ?, finished_at = ? WHERE id = ? "
+            f"wall_time = ?, error = ?, finished_at = ?, {_NO_LEASE} WHERE id = ? "
             "AND state NOT IN ('COMPLETED', 'FAILED', 'DIVERGED', 'CANCELLED')"
         )
 
         def write(conn: Connection) -> list[int]:
             done = []
+            held = _held(conn, leases, (row[-1] for row in data))
             for row in data:
+                if held is not None and row[-1] not in held:
+                    continue
                 if conn.execute(sql, row).rowcount:
                     done.append(row[-1])
             return done
         return self._run(write, write=True) if data else []
 
     def set_state(
-        self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState]
+        self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState],
+        leases: Mapping[int, str] | None = None,
     ) -> int:
-        """Move trials to ``state`` if they are currently in one of ``only_from``."""
+        """Move trials to ``state`` if they are currently in one of ``only_from`` (and, with
+        ``leases``, hold the lease named); a trial leaving RUNNING gives its lease up."""
         state = TrialState(state)
         sources = json.dumps([TrialState(s).value for s in only_from])
         finished_at = "?" if state.is_finished() else "NULL"
+        lease = "" if state is TrialState.RUNNING else f", {_NO_LEASE}"
         sql = (
-            f"UPDATE trials SET state = ?, finished_at = {finished_at} "
+            f"UPDATE trials SET state = ?, finished_at = {finished_at}{lease} "
             f"WHERE {_in_list('id')} AND {_in_list('state')}"
         )
-        args: tuple[Any, ...] = (_ids_json(trial_ids), sources)
-        args = (state.value, time.time(), *args) if state.is_finished() else (state.value, *args)
-        return self._run(lambda conn: conn.execute(sql, args).rowcount, write=True)
+
+        def write(conn: Connection) -> int:
+            held = _held(conn, leases, trial_ids)
+            ids = trial_ids if held is None else [i for i in trial_ids if int(i) in held]
+            args: tuple[Any, ...] = (_ids_json(ids), sources)
+            args = (state.value, time.time(), *args) if state.is_finished() else (state.value, *args)
+            return conn.execute(sql, args).rowcount
+        return self._run(write, write=True)
 
     def requeue_stale(self, older_than: float) -> list[Trial]:
         """RUNNING trials whose heartbeat (or start) is older than ``older_than`` -> QUEUED."""
@@ -433,23 +522,35 @@ class SQLiteStorage:
                 "AND COALESCE(heartbeat_at, started_at, 0) < ? ORDER BY id", (older_than,),
             )]
             conn.execute(
-                f"UPDATE trials SET state = 'QUEUED' WHERE {_in_list('id')}", (_ids_json(ids),)
+                f"UPDATE trials SET state = 'QUEUED', {_NO_LEASE} WHERE {_in_list('id')}",
+                (_ids_json(ids),),
             )
             return self._trials_by_ids(conn, ids)
         return self._run(write, write=True)
 
     # ----------------------------------------------------------------- metrics, checkpoints
 
-    def write_metrics(self, rows: Sequence[MetricRow]) -> None:
-        """Upsert: exactly one row per (trial, step, name); a re-reported step replaces it."""
+    def write_metrics(
+        self, rows: Sequence[MetricRow], *, leases: Mapping[int, str] | None = None,
+    ) -> list[int]:
+        """Upsert: exactly one row per (trial, step, name); a re-reported step replaces it.
+        With ``leases``, rows of trials whose lease is not held are dropped (their ids returned)."""
         if not rows:
-            return
+            return []
         data = [(int(r.trial_id), int(r.step), r.name, encode_float(float(r.value))) for r in rows]
         sql = (
             "INSERT INTO metrics (trial_id, step, name, value) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (trial_id, step, name) DO UPDATE SET value = excluded.value"
         )
-        self._run(lambda conn: conn.executemany(sql, data), write=True)
+
+        def write(conn: Connection) -> list[int]:
+            held = _held(conn, leases, {d[0] for d in data})
+            if held is None:
+                conn.executemany(sql, data)
+                return []
+            conn.executemany(sql, [d for d in data if d[0] in held])
+            return sorted({d[0] for d in data} - held)
+        return self._run(write, write=True)
 
     def _metrics_query(
         self, trial_ids: Sequence[int] | None, study_id: int | None,
@@ -500,12 +601,18 @@ class SQLiteStorage:
                 value = [v if v.__class__ is float else float(v) for v in value]
         return {"trial_id": trial, "step": step, "name": name, "value": value}
 
-    def record_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Upsert the trial's checkpoint of this kind."""
-        self.record_checkpoints([checkpoint])
+    def record_checkpoint(self, checkpoint: Checkpoint, *, lease: str | None = None) -> None:
+        """Upsert the trial's checkpoint of this kind (LeaseLost when ``lease`` is not held)."""
+        leases = None if lease is None else {checkpoint.trial_id: lease}
+        if self.record_checkpoints([checkpoint], leases=leases):
+            raise LeaseLost(f"{self.path}: trial {checkpoint.trial_id}: lease lost; "
+                            f"its {checkpoint.kind} checkpoint is not recorded")
 
-    def record_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
-        """Upsert several checkpoints in one transaction (a fused group's)."""
+    def record_checkpoints(
+        self, checkpoints: Sequence[Checkpoint], *, leases: Mapping[int, str] | None = None,
+    ) -> list[int]:
+        """Upsert several checkpoints in one transaction (a fused group's); with ``leases``,
+        those of trials whose lease is not held are dropped (their ids returned)."""
         sql = (
             "INSERT INTO checkpoints (trial_id, kind, step, path, value, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (trial_id, kind) DO UPDATE SET "
@@ -514,7 +621,14 @@ class SQLiteStorage:
         )
         rows = [(c.trial_id, c.kind, c.step, c.path, encode_float(c.value), c.created_at)
                 for c in checkpoints]
-        self._run(lambda conn: conn.executemany(sql, rows), write=True)
+        if not rows:
+            return []
+
+        def write(conn: Connection) -> list[int]:
+            held = _held(conn, leases, {r[0] for r in rows})
+            conn.executemany(sql, rows if held is None else [r for r in rows if r[0] in held])
+            return [] if held is None else sorted({r[0] for r in rows} - held)
+        return self._run(write, write=True)
 
     def get_checkpoints(self, trial_id: int) -> list[Checkpoint]:
         """The trial's checkpoints, by kind."""
@@ -570,3 +684,14 @@ class SQLiteStorage:
             lambda conn: conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         )
         return row[0] if row else None
+
+    def list_meta(self, prefix: str) -> dict[str, str]:
+        """Every bookkeeping key starting with ``prefix``, with its value."""
+        sql = "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? ORDER BY key"
+        rows = self._run(lambda conn: conn.execute(sql, (len(prefix), prefix)).fetchall())
+        return {k: v for k, v in rows}
+
+    def delete_meta(self, key: str) -> None:
+        """Forget a bookkeeping value (``schema_version`` cannot be deleted)."""
+        check_meta_key(key)
+        self._run(lambda conn: conn.execute("DELETE FROM meta WHERE key = ?", (key,)), write=True)

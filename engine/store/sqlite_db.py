@@ -49,6 +49,22 @@ DISK_RESERVE_BYTES = 16 * 2**20
 class DiskFullError(StoreError):
     """The workspace's disk has no room left; waiting for space (not retrying) is the cure."""
 
+
+class _NeedsMigration(Exception):
+    """Raised out of the schema check to upgrade outside its transaction (a backup first)."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(version)
+        self.version = version
+
+
+def _schema_version(conn: Connection) -> int | None:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    try:
+        return int(row[0]) if row else None
+    except ValueError:
+        return None
+
 SCHEMA = (
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE experiments (
@@ -74,6 +90,7 @@ SCHEMA = (
         worker TEXT NOT NULL DEFAULT '', best_step INTEGER, best_value,
         steps_done INTEGER NOT NULL DEFAULT 0, wall_time REAL NOT NULL DEFAULT 0,
         error TEXT NOT NULL DEFAULT '', group_key TEXT NOT NULL DEFAULT '',
+        host TEXT NOT NULL DEFAULT '', lease_token TEXT NOT NULL DEFAULT '', lease_expires REAL,
         UNIQUE (study_id, number))""",
     "CREATE INDEX trials_by_study ON trials (study_id)",
     "CREATE INDEX trials_by_state ON trials (state)",
@@ -92,6 +109,18 @@ SCHEMA = (
         baseline_version INTEGER NOT NULL, test TEXT NOT NULL, stats TEXT NOT NULL,
         rationale TEXT NOT NULL, complexity_note TEXT NOT NULL, created_at REAL NOT NULL)""",
 )
+
+
+# Ordered migrations: MIGRATIONS[v] takes a database of schema version v to v + 1. A
+# workspace of an older version is upgraded on open, in one transaction, after a copy of the
+# file is kept beside it (``tuneplay.db.v<old>.bak``).
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE trials ADD COLUMN group_key TEXT NOT NULL DEFAULT ''",),
+    2: ("ALTER TABLE trials ADD COLUMN host TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE trials ADD COLUMN lease_token TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE trials ADD COLUMN lease_expires REAL"),
+}
+assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION)), "one migration per older version"
 
 
 def filesystem_type(path: str | Path, mounts: str | Path = "/proc/mounts") -> str | None:
@@ -201,7 +230,10 @@ class Database:
         refuse_network_filesystem(self.path if self.path.exists() else self.path.parent)
         self._refuse_empty()
         self._create_file()
-        self.run(self._init_schema, write=True)
+        try:
+            self.run(self._init_schema, write=True)
+        except _NeedsMigration as old:
+            self._migrate(old.version)
 
     def run(self, fn: Callable[[Connection], T], *, write: bool = False) -> T:
         """Run ``fn`` in one transaction, retrying with backoff while the database is busy.
@@ -329,17 +361,44 @@ class Database:
     def _init_schema(self, conn: Connection) -> None:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "meta" in tables:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            found = row[0] if row else "none"
-            if found != str(SCHEMA_VERSION):
-                raise StoreError(
-                    f"{self.path}: workspace schema version {found}, "
-                    f"this tuneplay expects {SCHEMA_VERSION}"
-                )
-            return
+            found = _schema_version(conn)
+            if found == SCHEMA_VERSION:
+                return
+            if found is not None and found > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: workspace schema version {found} is newer than "
+                                 f"this tuneplay reads ({SCHEMA_VERSION}); upgrade tuneplay")
+            if found is None or found < min(MIGRATIONS):
+                raise StoreError(f"{self.path}: workspace schema version "
+                                 f"{found if found is not None else 'none'}, this tuneplay expects "
+                                 f"{SCHEMA_VERSION} and upgrades from {min(MIGRATIONS)} on")
+            raise _NeedsMigration(found)
         if tables:
             raise StoreError(f"{self.path}: not a tuneplay workspace database")
         self._write_schema(conn)
+
+    def _migrate(self, found: int) -> None:
+        """Upgrade a workspace of schema ``found`` to SCHEMA_VERSION in one transaction, after
+        keeping a copy of the file (SQLite's backup API: consistent even while others read)."""
+        backup = self.path.with_name(f"{self.path.name}.v{found}.bak")
+        try:
+            if not backup.exists():
+                with sqlite3.connect(self.path) as src, sqlite3.connect(backup) as dst:
+                    src.backup(dst)
+                os.chmod(backup, 0o600)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{self.path}: cannot keep a backup before upgrading the schema "
+                             f"from version {found}: {exc}") from exc
+
+        def upgrade(conn: Connection) -> None:
+            current = _schema_version(conn)
+            if current == SCHEMA_VERSION:  # another process upgraded it meanwhile
+                return
+            assert current is not None
+            for version in range(current, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        self.run(upgrade, write=True)
 
     @staticmethod
     def _write_schema(conn: Connection) -> None:

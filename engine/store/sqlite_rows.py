@@ -27,7 +27,7 @@ from engine.store.base import (
 TRIAL_COLS = (
     "id, study_id, number, params, seed, state, attempt, point_index, kind, max_train_steps, "
     "created_at, started_at, finished_at, heartbeat_at, device, worker, best_step, best_value, "
-    "steps_done, wall_time, error, group_key"
+    "steps_done, wall_time, error, group_key, host, lease_token, lease_expires"
 )
 STUDY_COLS = "id, experiment_id, name, spec, seed, next_index, created_at, source_path"
 BASELINE_COLS = (
@@ -73,7 +73,7 @@ def trial_from_row(r: Sequence[Any]) -> Trial:
         max_train_steps=r[9], created_at=r[10], started_at=r[11], finished_at=r[12],
         heartbeat_at=r[13], device=r[14], worker=r[15], best_step=r[16],
         best_value=decode_float(r[17]), steps_done=r[18], wall_time=r[19], error=r[20],
-        group_key=r[21],
+        group_key=r[21], host=r[22], lease_token=r[23], lease_expires=r[24],
     )
 
 
