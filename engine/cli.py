@@ -26,7 +26,8 @@ class UserError(Exception):
 def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneplay",
-        usage="tuneplay [--workspace DIR] [FILE.toml]\n       tuneplay [--workspace DIR] COMMAND ...",
+        usage="tuneplay [--workspace DIR | --store URL --checkpoints DIR] [FILE.toml]\n"
+              "       tuneplay [--workspace DIR | --store URL --checkpoints DIR] COMMAND ...",
         description="Tune deep learning models the playbook's way, from the terminal.\n\n"
                     "With no COMMAND, opens the app on the workspace (and on FILE.toml, a study\n"
                     "file to review in Design). The first use in a folder creates ./.tuneplay/\n"
@@ -39,6 +40,16 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
         "--workspace", metavar="DIR",
         help="workspace folder (default: $TUNEPLAY_WORKSPACE or ./.tuneplay)",
     )
+    parser.add_argument(
+        "--store", metavar="URL",
+        help="a store shared by engines on many hosts: postgresql://USER@HOST:PORT/DB "
+             "(default: $TUNEPLAY_STORE, else the workspace's own SQLite file)",
+    )
+    parser.add_argument(
+        "--checkpoints", metavar="DIR",
+        help="with --store: the folder every host shares for checkpoints and engine logs "
+             "(default: $TUNEPLAY_CHECKPOINTS)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("validate", help="check study files and report problems")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -50,6 +61,9 @@ def build_parser(extra: Sequence[Callable[[Any], None]] = ()) -> argparse.Argume
     p.set_defaults(handler=cmd_sample)
     p = sub.add_parser("status", help="experiments, studies and trials in the workspace")
     p.set_defaults(handler=cmd_status)
+    p = sub.add_parser("db", help="create or upgrade a shared store's schema (db init --store URL)")
+    p.add_argument("action", choices=("init",))
+    p.set_defaults(handler=cmd_db)
     for register in [*_extra_registrars(), *extra]:
         register(sub)
     return parser
@@ -85,13 +99,62 @@ def workspace_dir(args: argparse.Namespace) -> Path:
 
 
 def open_existing_store(args: argparse.Namespace) -> Any:
-    """The workspace's store, or a UserError if there is no workspace yet."""
-    from engine.store import open_store
+    """The workspace's store (or the shared one ``--store`` names), or a UserError if there
+    is no workspace yet."""
+    from engine.store import connect, open_store
 
     ws = workspace_dir(args)
+    if getattr(args, "store", None):
+        return connect(args.store, ws)
     if not (ws / "tuneplay.db").exists():
         raise UserError(f"{ws}: no workspace here (run `tuneplay run FILE` to create one)")
     return open_store(ws)
+
+
+def open_args_store(args: argparse.Namespace) -> Any:
+    """The store the command line names, creating the workspace's SQLite file if need be."""
+    from engine.store import connect
+
+    return connect(getattr(args, "store", None), workspace_dir(args))
+
+
+def resolve_store(args: argparse.Namespace) -> None:
+    """Settle ``args.store`` (``--store`` or $TUNEPLAY_STORE) and, for a shared store, make
+    ``args.workspace`` the shared folder (``--checkpoints`` or $TUNEPLAY_CHECKPOINTS).
+
+    Raises:
+        UserError: a shared store without a shared folder, or one that does not exist.
+    """
+    from engine.store import is_shared, redact_url, store_url
+
+    args.store = store_url(getattr(args, "store", None))
+    if not args.store:
+        return
+    if not is_shared(args.store):
+        raise UserError(f"--store {redact_url(args.store)}: not a store tuneplay knows; give "
+                        "postgresql://USER@HOST:PORT/DB (no URL: the workspace's own SQLite file)")
+    if getattr(args, "command", None) == "db":
+        return  # the schema needs no folder
+    folder = getattr(args, "checkpoints", None) or os.environ.get("TUNEPLAY_CHECKPOINTS")
+    if not folder:
+        raise UserError("--store: a shared store needs the folder every host shares for "
+                        "checkpoints and logs: --checkpoints DIR or TUNEPLAY_CHECKPOINTS")
+    path = Path(folder).expanduser().absolute()
+    if not path.is_dir():
+        raise UserError(f"--checkpoints {path}: no such folder (create it on the shared filesystem)")
+    args.workspace = str(path)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from engine.store import redact_url
+
+    if not args.store:
+        raise UserError("db init: give the store: --store postgresql://USER@HOST:PORT/DB "
+                        "(a workspace's SQLite file is created and upgraded when opened)")
+    from engine.store.postgres import init_db
+
+    print(f"{redact_url(args.store)}: {init_db(args.store)}")
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -143,12 +206,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from engine.store import workspace_path
 
     ws = workspace_path(args.workspace)
-    if not (ws / "tuneplay.db").exists():
+    if not args.store and not (ws / "tuneplay.db").exists():
         print(f"{ws}: no workspace yet (run `tuneplay run FILE` to create one)")
         return 0
     from engine.status import workspace_summary
 
-    print(workspace_summary(ws))
+    print(workspace_summary(ws, args.store))
     return 0
 
 
@@ -160,6 +223,11 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Callable[[Any], None
         args.workspace = os.environ.get("TUNEPLAY_WORKSPACE") or None
     if not getattr(args, "handler", None):
         parser.print_help()
+        return EXIT_USAGE
+    try:
+        resolve_store(args)
+    except UserError as exc:
+        print(f"tuneplay: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return run_handler(args.handler, args)
 

@@ -8,25 +8,43 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.cli import UserError, open_existing_store, workspace_dir
+from engine.cli import UserError, open_args_store, open_existing_store, workspace_dir
+from engine.store import redact_url
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="create or continue a study, enqueue its trials, make sure the engine runs")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--wait", action="store_true", help="show progress until the study finishes (Ctrl-C stops waiting, not training)")
+    p.add_argument("--no-engine", action="store_true",
+                   help="only enqueue; start no engine here (with --store, one starts only when no host serves)")
     _slot_args(p)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("engine", help="start, stop or query the background engine")
     p.add_argument("action", choices=("start", "stop", "status"))
     _slot_args(p)
+    p.add_argument("--host", metavar="NAME", default=None,
+                   help="with --store: this engine's host name (default: the hostname); two engines "
+                        "with different names on one machine behave as two machines")
+    p.add_argument("--lease", metavar="SECONDS", type=float, default=None,
+                   help="with --store: how long a trial stays claimed without news from its worker "
+                        "before another host may resume it (default 60)")
     p.set_defaults(handler=cmd_engine)
+
+    p = sub.add_parser("launch", help="start engines on a cluster: launch slurm --workers N ...")
+    launch = p.add_subparsers(dest="launcher", metavar="LAUNCHER", required=True)
+    from engine.launch import LAUNCHERS
+
+    for name, launcher in LAUNCHERS.items():
+        lp = launch.add_parser(name, help=getattr(launcher, "HELP", f"engines through {name}"))
+        launcher.add_arguments(lp)
+        lp.set_defaults(handler=cmd_launch, launcher=name)
 
     p = sub.add_parser("export", help="one row per trial (or per curve point with --curves)",
                        description="One row per trial: its fields (id, number, state, kind, seed, "
                        "best_value, best_step, steps_done, max_train_steps, wall_time, attempt, "
-                       "device, error) and one column per hyperparameter. A hyperparameter named "
+                       "host, worker, device, error) and one column per hyperparameter. A hyperparameter named "
                        "like a field is written as hp.NAME (e.g. hp.device), so every column "
                        "name is unique.")
     p.add_argument("study", metavar="STUDY")
@@ -47,23 +65,30 @@ def _slot_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.runner.control import start_engine
     from engine.spec import SpecError, line_of, load_study
-    from engine.store import open_store
     from engine.workspace import StudyConflict, launch_study
 
     spec = load_study(args.file)
     _check_gpus(args.file, spec.gpus_per_trial)
     ws = workspace_dir(args)
-    store = open_store(ws)
+    store = open_args_store(args)
     try:
         launch = launch_study(store, spec)
     except StudyConflict as exc:
         raise SpecError(args.file, exc.key, str(exc), line_of(args.file, exc.key)) from None
     verb = "created" if launch.created else "continued"
-    print(f"study {spec.name!r} {verb}: {len(launch.new_trials)} trials enqueued "
-          f"(workspace {ws})")
-    status = start_engine(ws, args.slots_per_gpu, args.cpu_slots)
+    where = f"store {redact_url(args.store)}" if args.store else f"workspace {ws}"
+    print(f"study {spec.name!r} {verb}: {len(launch.new_trials)} trials enqueued ({where})")
+    if args.store:
+        from engine.status import engine_hosts, hosts_line
+
+        hosts = engine_hosts(store)
+        if hosts or args.no_engine:  # the hosts serving the store run it (a login node trains nothing)
+            print(f"engine: {hosts_line(hosts)}")
+            return wait_for_study(store, launch.study.id) if args.wait else 0
+    elif args.no_engine:
+        return wait_for_study(store, launch.study.id) if args.wait else 0
+    status = _start(args, ws)
     print(f"engine running (pid {status.pid}); log {status.log_path}")
     if args.wait:
         return wait_for_study(store, launch.study.id)
@@ -108,11 +133,34 @@ def wait_for_study(store: Any, study_id: int, poll: float = 0.5) -> int:
         return 130
 
 
+def _start(args: argparse.Namespace, ws: Path) -> Any:
+    from engine.runner.control import start_engine
+
+    return start_engine(ws, args.slots_per_gpu, args.cpu_slots, url=args.store,
+                        host=getattr(args, "host", None), lease=getattr(args, "lease", None))
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
-    from engine.runner.control import engine_status, start_engine, stop_engine
+    from engine.runner.control import engine_status, host_runtime, stop_engine
     from engine.store import DiskFullError
 
     ws = workspace_dir(args)
+    if args.store:  # this host's engine of a shared store
+        runtime = host_runtime(ws, args.host)
+        if args.action == "status":
+            status = engine_status(runtime)
+            print(f"engine host {runtime.name} running (pid {status.pid})" if status.running
+                  else f"no engine of this store runs here as host {runtime.name}")
+            return 0 if status.running else 1
+        if args.action == "start":
+            open_existing_store(args).close()  # an unreachable store or missing schema: one line
+            status = _start(args, ws)
+            print(f"engine host {runtime.name} running (pid {status.pid}); log {status.log_path}")
+            return 0
+        stopped = stop_engine(runtime)
+        print(f"engine host {runtime.name} stopped; its trials went back to the queue for the other hosts"
+              if stopped else f"no engine of this store runs here as host {runtime.name}")
+        return 0
     if args.action == "status":
         status = engine_status(ws)
         print(f"engine running (pid {status.pid}) for {ws}" if status.running else f"no engine serves {ws}")
@@ -124,7 +172,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
             open_existing_store(args) if (ws / "tuneplay.db").exists() else _create(ws)
         except DiskFullError:
             pass  # the engine starts anyway and waits for room (`engine status` says so)
-        status = start_engine(ws, args.slots_per_gpu, args.cpu_slots)
+        status = _start(args, ws)
         print(f"engine running (pid {status.pid}); log {status.log_path}")
         if status.disk_full:
             print(f"paused: {status.disk_full}")
@@ -133,6 +181,20 @@ def cmd_engine(args: argparse.Namespace) -> int:
     print("engine stopped; running trials checkpointed and paused until the next start"
           if stopped else f"no engine serves {ws}")
     return 0
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from engine.launch import LAUNCHERS, LaunchError
+
+    if not args.store:
+        raise UserError(f"launch {args.launcher}: engines on many hosts share a store: give "
+                        "--store postgresql://USER@HOST:PORT/DB and --checkpoints DIR (a shared folder)")
+    if not getattr(args, "dry_run", False):  # reachable, with its schema, before anything is submitted
+        open_existing_store(args).close()
+    try:
+        return int(LAUNCHERS[args.launcher].run(args, args.store, Path(args.workspace)))
+    except LaunchError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _create(ws: Path) -> None:

@@ -11,7 +11,7 @@ from engine.store.base import Storage, Study, Trial
 HP_PREFIX = "hp."  # the analysis frames' prefix too (engine.analysis.frames.HP_PREFIX)
 FIELDS_BEFORE = ("id", "number", "state", "kind", "seed")
 FIELDS_AFTER = ("best_value", "best_step", "steps_done", "max_train_steps", "wall_time",
-                "attempt", "device", "error")
+                "attempt", "host", "worker", "device", "error")
 
 
 def trials_table(store: Storage, study: Study) -> pd.DataFrame:
@@ -52,7 +52,7 @@ def _row(t: Trial, columns: dict[str, str]) -> dict[str, object]:
         **{col: t.params.get(name) for name, col in columns.items()},
         "best_value": t.best_value, "best_step": t.best_step, "steps_done": t.steps_done,
         "max_train_steps": t.max_train_steps, "wall_time": round(t.wall_time, 3),
-        "attempt": t.attempt, "device": t.device, "error": t.error,
+        "attempt": t.attempt, "host": t.host, "worker": t.worker, "device": t.device, "error": t.error,
     }
 
 

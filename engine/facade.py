@@ -44,6 +44,7 @@ class Snapshot:
     experiments: tuple[ExperimentSummary, ...]
     taken_at: float = field(default_factory=time.time)
     engine_note: str | None = None  # why a running engine claims nothing ("disk full: …")
+    hosts: tuple[str, ...] = ()  # the engine hosts serving a shared store (empty with SQLite)
 
 
 @dataclass(frozen=True)

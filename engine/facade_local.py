@@ -13,10 +13,10 @@ from typing import Any
 
 from engine import workspace as ws_ops
 from engine.facade import DeviceUsage, ExperimentSummary, Snapshot, StudySummary
-from engine.runner.control import engine_status, start_engine, stop_engine
+from engine.runner.control import engine_status, host_runtime, start_engine, stop_engine
 from engine.spec import StudySpec, load_study, parse_study
-from engine.status import best_trial, rerun_progress
-from engine.store import open_store
+from engine.status import best_trial, engine_hosts, rerun_progress
+from engine.store import connect, redact_url
 from engine.store.base import Baseline, Experiment, MetricRow, Study, Trial
 from engine.trial_output import output_tail
 from engine.workloads.command import CommandWorkload
@@ -27,12 +27,15 @@ _CONFIG_KEY = "engine.config"
 class LocalFacade:
     """Reads and intents for one workspace folder (``.tuneplay/``)."""
 
-    def __init__(self, workspace: Path) -> None:
-        self.workspace = Path(workspace)
-        self.store = open_store(self.workspace)
+    def __init__(self, workspace: Path, url: str | None = None) -> None:
+        self.workspace = Path(workspace)  # with a shared store: the folder every host shares
+        self.url = url
+        self.store = connect(url, self.workspace)
 
     # -- reading ---------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
+        if self.url:
+            return self._shared_snapshot()
         status = engine_status(self.workspace)
         slots = json.loads(self.store.get_meta("engine.slots") or "[]") if status.running else []
         experiments = []
@@ -43,6 +46,20 @@ class LocalFacade:
                 tuple(self.store.list_decisions(exp.id))))
         return Snapshot(str(self.workspace), status.running, status.pid, tuple(slots), tuple(experiments),
                         engine_note=status.disk_full if status.running else None)
+
+    def _experiments(self) -> tuple[ExperimentSummary, ...]:
+        return tuple(
+            ExperimentSummary(exp, tuple(self.store.list_baselines(exp.id)),
+                              tuple(self._summary(s) for s in self.store.list_studies(exp.id)),
+                              tuple(self.store.list_decisions(exp.id)))
+            for exp in self.store.list_experiments())
+
+    def _shared_snapshot(self) -> Snapshot:
+        """A shared store: the engine is every live host's; slots are named ``host/slot``."""
+        hosts = engine_hosts(self.store)
+        slots = tuple(f"{h['name']}/{s}" for h in hosts for s in h.get("slots", []))
+        return Snapshot(redact_url(self.url or ""), bool(hosts), None, slots, self._experiments(),
+                        hosts=tuple(h["name"] for h in hosts))
 
     def _summary(self, study: Study) -> StudySummary:
         trials = self.store.list_trials(study.id)
@@ -84,13 +101,14 @@ class LocalFacade:
         return json.loads(self.store.get_meta(_CONFIG_KEY) or "{}")
 
     def start_engine(self) -> None:
+        """Start this machine's engine (with a shared store: this host's, beside the others)."""
         cfg = self._engine_config()
-        start_engine(self.workspace, cfg.get("slots_per_gpu", 1), cfg.get("cpu_slots"))
+        start_engine(self.workspace, cfg.get("slots_per_gpu", 1), cfg.get("cpu_slots"), url=self.url)
 
     def set_slots(self, cpu_slots: int | None, slots_per_gpu: int) -> None:
         """Restart the engine with new slots (running trials checkpoint and resume)."""
         self.store.set_meta(_CONFIG_KEY, json.dumps({"cpu_slots": cpu_slots, "slots_per_gpu": slots_per_gpu}))
-        stop_engine(self.workspace)
+        stop_engine(host_runtime(self.workspace) if self.url else self.workspace)
         self.start_engine()
 
     # -- design and launch -------------------------------------------------------------

@@ -6,10 +6,12 @@ Below each study's line, ``status`` notes what needs a person: trials that ran p
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.failures import failed_trials, failure_lines, more_failed_line
 from engine.space import format_value
@@ -124,15 +126,50 @@ def estimate_eta(trials: list[Trial]) -> float | None:
     return left / (done_steps / elapsed)
 
 
-def workspace_summary(workspace: Path) -> str:
-    from engine.runner.control import engine_status
-    from engine.store import open_store
+def engine_hosts(store: Any) -> list[dict[str, Any]]:
+    """The engine hosts serving a shared store now (their records are refreshed every second;
+    one older than HOST_ALIVE_SECONDS by the store's clock is gone), by name."""
+    from engine.runner.daemon import HOST_ALIVE_SECONDS
 
-    store = open_store(workspace)
-    status = engine_status(workspace)
-    lines = [f"workspace {workspace}", f"engine: {status.describe()}"]
-    if status.disk_full and not status.running:
-        lines.append(status.disk_full)
+    now = store.db_time()
+    hosts = []
+    for key, raw in store.list_meta("engine.host.").items():
+        try:
+            record = json.loads(raw)
+            if now - float(record["at"]) <= HOST_ALIVE_SECONDS:
+                hosts.append({**record, "name": key[len("engine.host."):]})
+        except (ValueError, KeyError, TypeError):
+            continue
+    return hosts
+
+
+def hosts_line(hosts: list[dict[str, Any]]) -> str:
+    """``3 hosts · 24 slots`` (or ``no engine host is serving``)."""
+    if not hosts:
+        return "no engine host is serving"
+    slots = sum(len(h.get("slots", [])) for h in hosts)
+    return f"{len(hosts)} host{'s' if len(hosts) != 1 else ''} · {slots} slot{'s' if slots != 1 else ''}"
+
+
+def workspace_summary(workspace: Path, url: str | None = None) -> str:
+    from engine.runner.control import engine_status
+    from engine.store import connect, redact_url
+
+    store = connect(url, workspace)
+    if url:
+        hosts = engine_hosts(store)
+        lines = [f"store {redact_url(url)} · shared folder {workspace}", f"engine: {hosts_line(hosts)}"]
+        running = Counter(t.host for t in store.list_trials(states=[TrialState.RUNNING]))
+        for h in sorted(hosts, key=lambda h: h["name"]):
+            role = " · coordinator" if h.get("coordinator") else ""
+            lines.append(f"  host {h['name']}: {len(h.get('slots', []))} slots, {running.get(h['name'], 0)} "
+                         f"trials running{role}")
+    else:
+        status = engine_status(workspace)
+        lines = [f"workspace {workspace}", f"engine: {status.describe()}"]
+        if status.disk_full and not status.running:
+            lines.append(status.disk_full)
+    header = len(lines)
     for exp in store.list_experiments():
         baselines = store.list_baselines(exp.id)
         version = f"baseline v{baselines[-1].version}" if baselines else "no baseline"
@@ -145,7 +182,7 @@ def workspace_summary(workspace: Path) -> str:
         if decisions:
             d = decisions[-1]
             lines.append(f"  latest decision: {d.verdict.upper()} — {d.rationale}")
-    if len(lines) == 2:
+    if len(lines) == header:
         lines.append("no experiments yet (run `tuneplay run FILE`)")
     return "\n".join(lines)
 

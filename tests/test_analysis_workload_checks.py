@@ -186,7 +186,7 @@ def test_export_prefixes_hyperparameters_named_like_a_trial_field(tmp_path: Path
     assert df.columns.is_unique
     assert list(df.columns) == ["id", "number", "state", "kind", "seed", "hp.device", "hp.seed",
                                 "learning_rate", "best_value", "best_step", "steps_done",
-                                "max_train_steps", "wall_time", "attempt", "device", "error"]
+                                "max_train_steps", "wall_time", "attempt", "host", "worker", "device", "error"]
     row = df.iloc[0]
     assert (row["device"], row["hp.device"], row["seed"], row["hp.seed"]) == ("gpu1", "cuda", 3, 7)
     df.to_csv(tmp_path / "t.csv", index=False)

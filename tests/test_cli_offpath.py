@@ -26,7 +26,7 @@ def test_a_missing_study_file_is_one_line_and_exit_2_not_the_app(tmp_path: Path)
 
 def test_help_says_a_study_file_opens_the_app_and_version_answers(tmp_path: Path) -> None:
     helptext = tuneplay("--help", cwd=tmp_path).stdout
-    assert "tuneplay [--workspace DIR] [FILE.toml]" in helptext
+    assert "tuneplay [--workspace DIR | --store URL --checkpoints DIR] [FILE.toml]" in helptext
     assert "With no COMMAND, opens the app" in helptext and "engine stop" in helptext
     version = tuneplay("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("tuneplay ")

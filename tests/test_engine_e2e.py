@@ -50,8 +50,8 @@ def test_run_wait_finishes_every_trial_better_than_chance(project: Project) -> N
     # running the same file again continues the study without duplicating a trial
     again = project.tuneplay("run", str(study), check=True)
     assert "0 trials enqueued" in again.stdout
-    # and checkpoint files are the owner's alone
-    best = project.workspace / "checkpoints" / str(int(trials["id"][0])) / "best.pt"
+    # and checkpoint files are the owner's alone, in the folder of the attempt that wrote them
+    best = project.workspace / "checkpoints" / str(int(trials["id"][0])) / "a1" / "best.pt"
     assert best.exists() and (best.stat().st_mode & 0o077) == 0
 
 

@@ -292,6 +292,10 @@ def parse_args(args: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="tuneplay", description="Open the tuneplay app.")
     parser.add_argument("--workspace", metavar="DIR", help="workspace folder (default: "
                         "$TUNEPLAY_WORKSPACE or ./.tuneplay)")
+    parser.add_argument("--store", metavar="URL", help="a shared store (postgresql://...; default "
+                        "$TUNEPLAY_STORE, else the workspace's SQLite)")
+    parser.add_argument("--checkpoints", metavar="DIR", help="with --store: the shared folder "
+                        "(default $TUNEPLAY_CHECKPOINTS)")
     parser.add_argument("file", nargs="?", metavar="FILE", help="a study file to open")
     return parser.parse_args(list(args))
 
@@ -299,14 +303,20 @@ def parse_args(args: Sequence[str]) -> argparse.Namespace:
 def run_app(args: list[str]) -> int:
     """Open the app on a workspace (the ``tuneplay [--workspace DIR] [FILE]`` command)."""
     opts = parse_args(args)
+    from engine.cli import UserError, resolve_store
     from engine.store import workspace_path
 
+    try:
+        resolve_store(opts)  # a shared store: the workspace is the shared folder
+    except UserError as exc:
+        print(f"tuneplay: {exc}", file=sys.stderr)
+        return 2
     try:
         from engine.facade_local import LocalFacade
 
         path = workspace_path(opts.workspace)
-        created = not path.exists()
-        facade = LocalFacade(path)
+        created = not path.exists() and not opts.store
+        facade = LocalFacade(path, opts.store)
     except Exception as exc:  # noqa: BLE001 (an error boundary)
         print(f"tuneplay: cannot open the workspace: {one_line(exc)}", file=sys.stderr)
         return 2

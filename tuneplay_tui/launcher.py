@@ -30,12 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _wants_app(args: list[str]) -> bool:
-    """No command, or only a study file (and --workspace): open the app."""
+    """No command, or only a study file (and --workspace, --store, --checkpoints): open the app."""
     rest = list(args)
-    if "--workspace" in rest:
-        i = rest.index("--workspace")
-        del rest[i : i + 2]
-    rest = [a for a in rest if not a.startswith("--workspace=")]
+    for flag in ("--workspace", "--store", "--checkpoints"):
+        if flag in rest:
+            i = rest.index(flag)
+            del rest[i : i + 2]
+        rest = [a for a in rest if not a.startswith(f"{flag}=")]
     return not rest or (len(rest) == 1 and rest[0].endswith(".toml"))
 
 

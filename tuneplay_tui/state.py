@@ -203,6 +203,9 @@ class AppState:
             return "engine ○ stopped", "warn"
         if snap.engine_note:  # running, but claiming nothing until it is resolved
             return f"engine ‖ paused: {snap.engine_note}", "error"
+        if snap.hosts:  # engines of a shared store, on many hosts
+            n = len(snap.hosts)
+            return f"engine ● {n} host{'s' if n != 1 else ''} · {len(snap.slots)} slots", "ok"
         gpus = {s.split(".")[0] for s in snap.slots if not s.startswith("cpu")}
         where = f"{len(gpus)} GPU{'s' if len(gpus) != 1 else ''}" if gpus else "CPU"
         return f"engine ● {where} · {len(snap.slots)} slots", "ok"

@@ -222,7 +222,8 @@ def remove_orphans(checkpoints: Path) -> int:
     files (``.NAME.PID.TID.tmp``) and saver spill files (``.rows-PID-*.bin``) of processes
     that no longer exist. Returns how many were removed."""
     removed = 0
-    candidates = [*checkpoints.glob(".rows-*.bin"), *checkpoints.glob("*/.*.tmp")]
+    candidates = [*checkpoints.glob(".rows-*.bin"), *checkpoints.glob("*/.*.tmp"),
+                  *checkpoints.glob("*/a*/.*.tmp")]  # a trial's files live in its attempt's folder
     for path in candidates:
         parts = path.name.split("-") if path.suffix == ".bin" else path.name.split(".")
         pid_text = parts[1] if path.suffix == ".bin" else (parts[-3] if len(parts) >= 4 else "")

@@ -40,6 +40,9 @@ class CommandFailed(WorkloadFailed):
     """The command exited non-zero, was killed by a signal, or never reported the metric."""
 
 
+HOST_ENV = "TUNEPLAY_ENGINE_HOST"  # set by the engine for its workers
+
+
 def output_dir(checkpoint_dir: Path) -> Path:
     """The trial's own folder for the program (``{checkpoint_dir}``), kept across attempts."""
     return checkpoint_dir / OUTPUT_DIR
@@ -119,26 +122,31 @@ def _record_process(trial_dir: Path, pid: int) -> Path:
     own and would otherwise train on beside the next attempt."""
     path = trial_dir / PROCESS_FILE
     tmp = path.with_name(f".{PROCESS_FILE}.{os.getpid()}")
-    tmp.write_text(json.dumps({"pgid": pid, "start": _start_time(pid)}))
+    host = os.environ.get(HOST_ENV, "")  # the engine host: on a shared folder, only it may end it
+    tmp.write_text(json.dumps({"pgid": pid, "start": _start_time(pid), "host": host}))
     os.replace(tmp, path)
     return path
 
 
-def end_orphans(checkpoints: Path) -> list[int]:
+def end_orphans(checkpoints: Path, host: str = "") -> list[int]:
     """End the programs of command trials whose worker is gone; call it before any worker
-    starts. Returns the process groups signalled."""
-    return [pgid for path in checkpoints.glob(f"*/{PROCESS_FILE}") if (pgid := end_orphan(path.parent))]
+    starts. Only programs started by engine host ``host`` are touched (on a folder shared by
+    many hosts, another host's pid means nothing here). Returns the process groups signalled."""
+    return [pgid for path in checkpoints.glob(f"*/{PROCESS_FILE}") if (pgid := end_orphan(path.parent, host))]
 
 
-def end_orphan(trial_dir: Path) -> int | None:
-    """End the program recorded in ``trial_dir`` (its worker died). The group is signalled
-    only while its leader is still the very process recorded (same pid and start time)."""
+def end_orphan(trial_dir: Path, host: str = "") -> int | None:
+    """End the program recorded in ``trial_dir`` (its worker died) if engine host ``host``
+    started it. The group is signalled only while its leader is still the very process
+    recorded (same pid and start time)."""
     path = trial_dir / PROCESS_FILE
     try:
         record = json.loads(path.read_text())
         pgid, start = int(record["pgid"]), record["start"]
     except (OSError, ValueError, KeyError, TypeError):
         path.unlink(missing_ok=True)
+        return None
+    if str(record.get("host", "")) != host:
         return None
     ended = None
     if start is not None and _start_time(pgid) == start:

@@ -57,6 +57,7 @@ class StopReason:
     NONE = ""
     PAUSE = "pause"  # the engine is stopping: checkpoint and leave the trial PAUSED
     CANCEL = "cancel"  # the user cancelled the trial
+    LOST = "lost"  # the lease expired and the trial went to another worker: record nothing
     DIVERGED = "diverged"
 
 
@@ -185,12 +186,18 @@ class TrialContext:
         self._best_dirty = False
         return True
 
+    def attempt_dir(self) -> Path:
+        """This attempt's own folder for its checkpoint files: a worker that lost its lease
+        (while another attempt of the trial runs on another host) writes only here, and
+        only the record its valid lease wrote says which file is current."""
+        return self.checkpoint_dir / f"a{self.attempt}"
+
     def _save(self, kind: str, step: int, value: float | None, state: dict[str, Any]) -> None:
-        path = self.checkpoint_dir / f"{kind}.pt"
+        path = self.attempt_dir() / f"{kind}.pt"
         if self.writer is not None:  # off the training thread, batched with the group's
             self.writer.submit(self.trial_id, kind, step, path, value, state)
             return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(state, path)
         self.store.record_checkpoint(Checkpoint(self.trial_id, kind, step, str(path), value, time.time()))
 
@@ -221,13 +228,15 @@ class TrialContext:
         return self.resumed_from
 
     def _recorded_latest(self) -> Path | None:
+        """The latest checkpoint the store records for this trial (written under a valid
+        lease by an earlier attempt), if its file is there."""
         if self.attempt <= 1:
             return None
         records = [c for c in self.store.get_checkpoints(self.trial_id) if c.kind == "latest"]
-        path = self.checkpoint_dir / "latest.pt"
-        if not records or not path.exists():
+        if not records:
             return None
-        return path
+        path = Path(records[0].path)
+        return path if path.exists() else None
 
     def finish(self) -> None:
         """Flush everything still in memory (metrics and a pending best checkpoint)."""

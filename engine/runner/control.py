@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from engine.runner.daemon import engine_pid, is_engine_process
-from engine.store import disk_full
+from engine.store import disk_full, is_shared
 from engine.store.base import StoreError
 
 START_TIMEOUT_SECONDS = 20.0
@@ -54,19 +55,35 @@ def engine_status(workspace: Path) -> EngineStatus:
     return EngineStatus(pid is not None, pid, workspace / "logs" / "engine.log", disk_full(workspace))
 
 
-def start_engine(workspace: Path, slots_per_gpu: int = 1, cpu_slots: int | None = None) -> EngineStatus:
+def host_runtime(shared: Path, host: str | None = None) -> Path:
+    """The folder of one host's engine of a shared store: its lock, pid file and logs."""
+    return shared / "hosts" / (host or socket.gethostname())
+
+
+def start_engine(
+    workspace: Path, slots_per_gpu: int = 1, cpu_slots: int | None = None, *,
+    url: str | None = None, host: str | None = None, lease: float | None = None,
+) -> EngineStatus:
     """Start the daemon detached in its own session (it outlives this terminal).
 
     Returns once an engine holds the workspace's lock: this one, or another started at the
-    same moment (only one can serve).
+    same moment (only one can serve). With a shared store ``url``, ``workspace`` is the
+    shared folder and the engine is this machine's host ``host`` (default: the hostname);
+    its lock and logs are in ``<workspace>/hosts/<host>``.
     """
-    status = engine_status(workspace)
+    runtime = host_runtime(workspace, host) if is_shared(url) else workspace
+    status = engine_status(runtime)
     if status.running:
         return status
     argv = [sys.executable, "-m", "engine.runner.daemon", "--workspace", str(workspace),
             "--slots-per-gpu", str(slots_per_gpu)]
     if cpu_slots:
         argv += ["--cpu-slots", str(cpu_slots)]
+    if is_shared(url):
+        argv += ["--store", str(url), "--runtime", str(runtime), "--host", runtime.name]
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if lease is not None:
+        argv += ["--lease", str(lease)]
     with _private_log(status.log_path) as log:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -75,7 +92,7 @@ def start_engine(workspace: Path, slots_per_gpu: int = 1, cpu_slots: int | None 
     deadline = time.time() + START_TIMEOUT_SECONDS
     while time.time() < deadline:
         exited = proc.poll() is not None  # asked first: an engine that won the lock and then
-        status = engine_status(workspace)  # exited would otherwise look like one that lost it
+        status = engine_status(runtime)  # exited would otherwise look like one that lost it
         if status.running or exited:
             break
         time.sleep(0.05)

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,10 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.runner.checkpoint_writer import remove_orphans
-from engine.runner.command import end_orphan, end_orphans
+from engine.runner.command import HOST_ENV, end_orphan, end_orphans
 from engine.runner.lock import EngineLock, engine_pid, is_engine_process  # noqa: F401 (re-exported)
 from engine.runner.slots import HostSlots, Slot
-from engine.store import DiskFullError, disk_full, open_store
+from engine.store import DiskFullError, connect, disk_full, is_shared, redact_url, store_url
 from engine.store.base import Storage, StoreError, Study, Trial, TrialProgress, TrialState
 
 STALE_SECONDS = 5.0  # a live worker beats every second
@@ -53,6 +54,9 @@ MAX_ATTEMPTS = 3  # a trial whose worker dies or freezes this often is FAILED, n
 FIT_SECONDS = 1.0  # how often the engine checks that its slots fit the studies with work left
 ACTIVE_STATES = (TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED)
 STORE_RETRY_SECONDS = 2.0  # how often a store that cannot be opened (disk full) is tried again
+SHARED_LEASE_SECONDS = 60.0  # a lease on a shared store: a network blip must not lose a trial
+HOST_BEAT_SECONDS = 1.0  # how often a host's record (its slots, its clock) is refreshed
+HOST_ALIVE_SECONDS = 10.0  # a host whose record is older than this is counted gone
 log = logging.getLogger("tuneplay.engine")
 
 
@@ -86,11 +90,20 @@ class Engine:
 
     def __init__(
         self, store: Storage, workspace: Path, slots: Sequence[Slot], lock: EngineLock | None = None,
-        host: HostSlots | None = None,
+        host: HostSlots | None = None, *, name: str = "", lease_seconds: float = STALE_SECONDS,
+        url: str | None = None, runtime: Path | None = None, exit_when_idle: float | None = None,
     ) -> None:
         self.lock = lock
         self.store = store
         self.workspace = workspace
+        self.name = name  # this engine's host name ("" for the one engine of a SQLite workspace)
+        self.lease_seconds = lease_seconds
+        self.url = url  # the shared store's URL (None: the workspace's SQLite)
+        self.runtime = runtime or workspace  # this host's lock, pid file and logs
+        self.exit_when_idle = exit_when_idle
+        self.coordinator = not is_shared(url)  # a SQLite workspace has one engine: it coordinates
+        self._idle_since: float | None = None
+        self._host_beat_at = 0.0
         self.slots = list(slots)
         self.host = host if host is not None else HostSlots.holding(self.slots)
         self.width = max((s.width for s in self.slots), default=1)
@@ -104,10 +117,11 @@ class Engine:
         self._last_error = ""
 
     def start(self) -> None:
-        orphans = remove_orphans(self.workspace / "checkpoints")
-        if orphans:
-            log.info("removed %d half-written checkpoint files of killed workers", orphans)
-        ended = end_orphans(self.workspace / "checkpoints")
+        if not is_shared(self.url):  # on a shared folder, another host's pids mean nothing here
+            orphans = remove_orphans(self.workspace / "checkpoints")
+            if orphans:
+                log.info("removed %d half-written checkpoint files of killed workers", orphans)
+        ended = end_orphans(self.workspace / "checkpoints", self.name)
         if ended:
             log.info("ended %d command programs left running by killed workers", len(ended))
         self._guarded(self._settle)
@@ -132,23 +146,33 @@ class Engine:
             self._spawn(slot)
 
     def _resume_paused(self) -> int:
-        raw = self.store.get_meta("engine.paused_by_stop")
+        key = "engine.paused_by_stop"  # a shared store's hosts hand their trials back instead
+        raw = self.store.get_meta(key)
         ids = json.loads(raw) if raw else []
         resumed = self.store.set_state(ids, TrialState.QUEUED, only_from=[TrialState.PAUSED]) if ids else 0
-        self.store.set_meta("engine.paused_by_stop", "[]")  # after: a failed write is retried whole
+        self.store.set_meta(key, "[]")  # after: a failed write is retried whole
         return resumed
+
+    def _mine(self, trials: list[Trial]) -> list[Trial]:
+        """The trials this host's workers hold (each host's slots share names: cpu0, gpu0)."""
+        return [t for t in trials if t.host == self.name]
 
     def _spawn(self, slot: Slot) -> None:
         """Start the slot's worker; if it cannot start now, ``_reap`` tries again."""
-        env = {**os.environ, **dict(slot.env), "OMP_NUM_THREADS": str(slot.threads), "PYTHONUNBUFFERED": "1"}
-        log_path = self.workspace / "logs" / f"worker-{slot.name}.log"
+        env = {**os.environ, **dict(slot.env), "OMP_NUM_THREADS": str(slot.threads), "PYTHONUNBUFFERED": "1",
+               HOST_ENV: self.name}
+        log_path = self.runtime / "logs" / f"worker-{slot.name}.log"
         self._spawned_at[slot.name] = time.time()
+        argv = [sys.executable, "-m", "engine.runner.worker", "--workspace", str(self.workspace),
+                "--name", slot.name, "--device", slot.device, "--label", slot.label,
+                "--threads", str(slot.threads), "--host", self.name, "--lease", str(self.lease_seconds)]
+        if self.url:
+            argv += ["--store", self.url]
         try:
+            log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with open(log_path, "ab") as log_fh:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "engine.runner.worker", "--workspace", str(self.workspace),
-                     "--name", slot.name, "--device", slot.device, "--label", slot.label,
-                     "--threads", str(slot.threads)],
+                    argv,
                     env=env, stdin=subprocess.DEVNULL, stdout=log_fh, stderr=subprocess.STDOUT,
                 )
         except OSError as exc:  # no room for its log, no memory for a process: later
@@ -170,13 +194,47 @@ class Engine:
             if time.time() - last_stale_check > 1.0:
                 self._guarded(self._check_stale)
                 last_stale_check = time.time()
-            if not self.disk_full:  # its new trials could not be claimed (nor, often, stored)
+            if time.time() - self._host_beat_at > HOST_BEAT_SECONDS:
+                self._guarded(self._beat_host)
+            if self.coordinator and not self.disk_full:  # only one process creates trials
                 self._top_up_bayesian()
             if time.time() - last_fit > FIT_SECONDS:  # after the top-up: its new trials count
                 self._guarded(self._fit_slots)
                 last_fit = time.time()
+                self._guarded(self._check_idle)
             time.sleep(LOOP_SECONDS)
         self._shutdown()
+
+    def _beat_host(self) -> None:
+        """On a shared store: keep (or win) the coordinator's lock, and refresh this host's
+        record (its slots, by the store's clock) that ``status`` and the app count hosts by."""
+        self._host_beat_at = time.time()
+        if not is_shared(self.url):
+            return
+        was = self.coordinator
+        self.coordinator = self.store.is_coordinator() or self.store.try_coordinator()  # type: ignore[attr-defined]
+        if self.coordinator != was:
+            log.info("this host %s the coordinator (it creates trials: top-ups, searches)",
+                     "is now" if self.coordinator else "is no longer")
+        record = {"slots": [s.name for s in self.slots], "at": self.store.db_time(), "pid": os.getpid(),
+                  "machine": socket.gethostname(), "coordinator": self.coordinator,
+                  "lease": self.lease_seconds}
+        self.store.set_meta(f"engine.host.{self.name}", json.dumps(record))
+
+    def _check_idle(self) -> None:
+        """With ``exit_when_idle``: stop once nothing is queued, paused or running here for that
+        long (a Slurm task then releases its allocation)."""
+        if self.exit_when_idle is None:
+            return
+        busy = self.store.has_queued() or self._mine(self.store.list_trials(states=[TrialState.RUNNING]))
+        if busy:
+            self._idle_since = None
+            return
+        now = time.time()
+        self._idle_since = self._idle_since or now
+        if now - self._idle_since >= self.exit_when_idle:
+            log.info("the queue has been empty for %.0f s; stopping (--exit-when-idle)", now - self._idle_since)
+            self.stopping = True
 
     def _guarded(self, step: Callable[[], object]) -> None:
         """Run one step of the loop; a store error (a full disk, a database gone bad) is
@@ -198,7 +256,8 @@ class Engine:
         by the heartbeat itself failing for lack of room."""
         full = disk_full(self.workspace)
         try:
-            self.store.set_meta("engine.heartbeat", str(time.time()))
+            if not is_shared(self.url):  # hosts of a shared store keep records of their own
+                self.store.set_meta("engine.heartbeat", str(time.time()))
         except DiskFullError as exc:
             full = full or str(exc)
         except StoreError as exc:
@@ -238,27 +297,34 @@ class Engine:
                 continue
             reason = _exit_reason(proc.returncode)
             log.warning("worker %s %s; restarting it", slot.name, reason)
-            for trial in self.store.list_trials(states=[TrialState.RUNNING]):
+            for trial in self._mine(self.store.list_trials(states=[TrialState.RUNNING])):
                 if trial.worker == slot.name:
-                    end_orphan(self.workspace / "checkpoints" / str(trial.id))
+                    end_orphan(self.workspace / "checkpoints" / str(trial.id), self.name)
                     self._retry_or_fail(trial, f"worker {reason} during the trial")
             if not self.stopping:
                 self._spawn(slot)
 
     def _requeue_stale(self) -> list[Trial]:
-        """RUNNING trials whose worker stopped beating go back to the queue to resume, unless
-        their attempts are spent (then FAILED); a frozen worker's command program is ended,
-        and the worker itself is killed first (``_reap`` replaces it), so it can never wake
-        to train a trial another worker has claimed meanwhile."""
-        cutoff = time.time() - STALE_SECONDS
-        running = self.store.list_trials(states=[TrialState.RUNNING])
-        stale = [t for t in running if (t.heartbeat_at or t.started_at or 0) < cutoff]
-        self._kill_workers(self._hung(running, stale), "its trial's heartbeat went stale")
-        for trial in stale:
-            end_orphan(self.workspace / "checkpoints" / str(trial.id))
-            if trial.attempt >= MAX_ATTEMPTS:
-                self._retry_or_fail(trial, "its worker stopped answering (no heartbeat)")
-        return self.store.requeue_stale(cutoff)
+        """RUNNING trials whose lease expired (their worker stopped renewing it: frozen, dead
+        with its host, cut off from the store) go back to the queue to resume from their last
+        recorded checkpoint, unless their attempts are spent (then FAILED). Any engine may do
+        this for any host: the requeue is fenced by the expired token, and the old holder's
+        later writes are refused. A frozen worker of this host is killed first (``_reap``
+        replaces it) and its command program ended."""
+        expired = self.store.expired_leases()
+        if not expired:
+            return []
+        mine = self._mine(expired)
+        running = self._mine(self.store.list_trials(states=[TrialState.RUNNING]))
+        self._kill_workers(self._hung(running, mine), "its trial's lease expired")
+        requeued = []
+        for trial in expired:
+            if trial.host == self.name:
+                end_orphan(self.workspace / "checkpoints" / str(trial.id), self.name)
+            where = f" on host {trial.host}" if trial.host and trial.host != self.name else ""
+            if self._retry_or_fail(trial, f"its worker{where} stopped renewing its lease"):
+                requeued.append(trial)
+        return requeued
 
     def _hung(self, running: list[Trial], stale: list[Trial]) -> set[str]:
         """Workers that claimed a now stale trial themselves and beat for none of their trials.
@@ -297,17 +363,22 @@ class Engine:
                 log.error("worker %s (pid %d) did not die after SIGKILL", name, proc.pid)
             self._stopped_since.pop(name, None)
 
-    def _retry_or_fail(self, trial: Trial, reason: str) -> None:
+    def _retry_or_fail(self, trial: Trial, reason: str) -> bool:
+        """Requeue ``trial`` (as it was seen: a new claim meanwhile is left alone), or end it
+        FAILED once its attempts are spent. True when it was requeued."""
         key = f"trial.{trial.id}.attempts"
         reasons = [*json.loads(self.store.get_meta(key) or "[]"), f"attempt {trial.attempt}: {reason}"]
+        lease = {trial.id: trial.lease_token} if trial.lease_token else None
         if trial.attempt < MAX_ATTEMPTS:
             self.store.set_meta(key, json.dumps(reasons))
-            self.store.set_state([trial.id], TrialState.QUEUED, only_from=[TrialState.RUNNING])
-            log.info("trial %s: %s; queued for attempt %d of %d", trial.id, reason, trial.attempt + 1, MAX_ATTEMPTS)
-            return
+            moved = self.store.set_state([trial.id], TrialState.QUEUED, only_from=[TrialState.RUNNING], leases=lease)
+            if moved:
+                log.info("trial %s: %s; queued for attempt %d of %d", trial.id, reason, trial.attempt + 1, MAX_ATTEMPTS)
+            return bool(moved)
         error = f"{reason}, on each of its {MAX_ATTEMPTS} attempts" if all(
             r.endswith(reason) for r in reasons) else "; ".join(reasons)
-        self.store.finish_trials([(trial.id, _failed(trial, error))])
+        self.store.finish_trials([(trial.id, _failed(trial, error))], leases=lease)
+        return False
 
     def _fit_slots(self) -> None:
         """Fail trials this host cannot hold; replan once no trial runs if the studies with
@@ -315,7 +386,7 @@ class Engine:
         widths = wide_studies(self.store)
         self._fail_unfit(widths)
         width = _fitting_width(widths, self.host)
-        if width == self.width or self.store.list_trials(states=[TrialState.RUNNING]):
+        if width == self.width or self._mine(self.store.list_trials(states=[TrialState.RUNNING])):
             return
         self._replan(width)
 
@@ -336,7 +407,7 @@ class Engine:
         paused_before = {t.id for t in self.store.list_trials(states=[TrialState.PAUSED])}
         self._stop_workers()
         # a worker may have claimed a trial just before its stop: that trial goes back to the queue
-        caught = [t.id for t in self.store.list_trials(states=[TrialState.PAUSED, TrialState.RUNNING])
+        caught = [t.id for t in self._mine(self.store.list_trials(states=[TrialState.PAUSED, TrialState.RUNNING]))
                   if t.worker in old and t.id not in paused_before]
         if caught:
             self.store.set_state(caught, TrialState.QUEUED, only_from=[TrialState.PAUSED, TrialState.RUNNING])
@@ -361,7 +432,7 @@ class Engine:
         store cannot record that (a full disk), they stay RUNNING with a stale heartbeat, and
         the next engine resumes them all the same."""
         try:
-            running_before = {t.id for t in self.store.list_trials(states=[TrialState.RUNNING])}
+            running_before = {t.id for t in self._mine(self.store.list_trials(states=[TrialState.RUNNING]))}
         except StoreError as exc:
             log.error("could not list the running trials before stopping: %s", exc)
             running_before = set()
@@ -377,6 +448,13 @@ class Engine:
         leftover = [t.id for t in self.store.list_trials(states=[TrialState.RUNNING]) if t.id in running_before]
         if leftover:  # a worker that did not answer in time: its trial resumes from its checkpoint
             self.store.set_state(leftover, TrialState.PAUSED, only_from=[TrialState.RUNNING])
+        if is_shared(self.url):  # a host leaving (its allocation ends): the others carry on
+            handed = self.store.set_state(paused + leftover, TrialState.QUEUED, only_from=[TrialState.PAUSED])
+            self.store.delete_meta(f"engine.host.{self.name}")
+            if self.coordinator:
+                self.store.release_coordinator()  # type: ignore[attr-defined]
+            log.info("engine host %s stopped; %d trials handed back to the queue", self.name, handed)
+            return
         self.store.set_meta("engine.paused_by_stop", json.dumps(paused + leftover))
         self.store.set_meta("engine.heartbeat", "0")
         log.info("engine stopped; %d trials paused, resumed on next start", len(paused) + len(leftover))
@@ -424,39 +502,111 @@ def _exit_reason(code: int) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tuneplay-engine")
-    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--workspace", default=None,
+                        help="the workspace folder (with a shared store: the shared folder)")
     parser.add_argument("--slots-per-gpu", type=int, default=1)
     parser.add_argument("--cpu-slots", type=int, default=None)
+    parser.add_argument("--store", default=None, help="store URL (default: $TUNEPLAY_STORE, else the workspace's SQLite)")
+    parser.add_argument("--checkpoints", default=None,
+                        help="with a shared store: the folder every host shares ($TUNEPLAY_CHECKPOINTS)")
+    parser.add_argument("--host", default=None, help="this engine's host name (default: the hostname)")
+    parser.add_argument("--lease", type=float, default=None,
+                        help=f"seconds a claim holds a trial without renewal (default {SHARED_LEASE_SECONDS:.0f} "
+                             f"with a shared store, {STALE_SECONDS:.0f} with SQLite)")
+    parser.add_argument("--exit-when-idle", type=float, default=None, metavar="SECONDS",
+                        help="stop once nothing has been queued or running here for this long")
+    parser.add_argument("--runtime", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    workspace = Path(args.workspace)
     os.umask(0o077)  # workspace files are the owner's alone
     logging.basicConfig(level=logging.INFO, format="%(asctime)s engine %(levelname)s %(message)s")
+    url = store_url(args.store)
+    try:
+        workspace, name, runtime = _places(args, url)
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 2
     try:  # before the lock: an engine that refuses its database never looks like it serves
-        store: Storage | None = open_store(workspace)
+        store: Storage | None = connect(url, workspace)
+        if is_shared(url):
+            check_shared_folder(store, workspace)  # type: ignore[arg-type]
     except DiskFullError:
         store = None  # opened once there is room, holding the lock meanwhile
     except StoreError as exc:
-        log.error("refusing to serve %s: %s", workspace, exc)
+        log.error("refusing to serve %s: %s", redact_url(url) if url else workspace, exc)
         return 2
-    lock = EngineLock(workspace)
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    lock = EngineLock(runtime)
     if not lock.acquire():
-        log.error("another engine already serves %s", workspace)
+        log.error("another engine already serves %s%s", workspace, f" as host {name}" if url else "")
         return 1
     stop = _StopFlag()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    store = store or _open_when_there_is_room(workspace, stop)
+    store = store or _open_when_there_is_room(url, workspace, stop)
     if store is None:
         return 0
     host = HostSlots.detect(args.slots_per_gpu, args.cpu_slots)
-    engine = Engine(store, workspace, host.plan(), lock, host)
+    lease = args.lease if args.lease is not None else (SHARED_LEASE_SECONDS if is_shared(url) else STALE_SECONDS)
+    engine = Engine(store, workspace, host.plan(), lock, host, name=name, lease_seconds=lease, url=url,
+                    runtime=runtime, exit_when_idle=args.exit_when_idle)
+    if is_shared(url):
+        log.info("engine host %s serving %s (lease %.0f s, shared folder %s)", name, redact_url(url), lease, workspace)
     engine.stopping = stop.requested
     signal.signal(signal.SIGTERM, engine.request_stop)
     signal.signal(signal.SIGINT, engine.request_stop)
     engine.start()
     engine.loop()
     return 0
+
+
+CHECKPOINTS_ENV = "TUNEPLAY_CHECKPOINTS"
+FOLDER_ID_FILE = ".tuneplay-store-id"
+
+
+def _places(args: argparse.Namespace, url: str | None) -> tuple[Path, str, Path]:
+    """The workspace (the shared folder, with a shared store), this engine's host name, and
+    its runtime folder (lock, pid file, logs: ``<shared>/hosts/<host>`` on a shared store)."""
+    if not is_shared(url):
+        if not args.workspace:
+            raise StoreError("--workspace is required without a shared --store")
+        workspace = Path(args.workspace).expanduser().absolute()
+        return workspace, args.host or "", Path(args.runtime) if args.runtime else workspace
+    folder = args.checkpoints or os.environ.get(CHECKPOINTS_ENV) or args.workspace
+    if not folder:
+        raise StoreError(f"a shared store needs a folder every host shares: --checkpoints DIR "
+                         f"or {CHECKPOINTS_ENV} (an NFS mount, say)")
+    workspace = Path(folder).expanduser().absolute()
+    if not workspace.is_dir():
+        raise StoreError(f"--checkpoints {workspace}: no such folder (it must exist, shared by every host)")
+    if not os.access(workspace, os.W_OK | os.X_OK):
+        raise StoreError(f"--checkpoints {workspace}: not writable by this user")
+    name = args.host or socket.gethostname()
+    if not name or "/" in name or name.startswith("."):
+        raise StoreError(f"--host {name!r}: a host name must be non-empty, without '/', not starting with '.'")
+    return workspace, name, Path(args.runtime) if args.runtime else workspace / "hosts" / name
+
+
+def check_shared_folder(store: Storage, folder: Path) -> None:
+    """Make sure every host of a shared store uses the same folder: the store keeps an id
+    that the folder's ``.tuneplay-store-id`` file must hold (written by the first engine).
+
+    Raises:
+        StoreError: the folder holds another store's id, or none while the store has one.
+    """
+    marker = folder / FOLDER_ID_FILE
+    known = store.get_meta("shared_folder.id")
+    found = marker.read_text().strip() if marker.exists() else None
+    first = known is None
+    if known is None:  # the store's first engine: this folder is the one
+        known = found or os.urandom(8).hex()
+        store.set_meta("shared_folder.id", known)
+    if found is None and first:
+        tmp = folder / f".{FOLDER_ID_FILE}.{os.getpid()}"
+        tmp.write_text(known + "\n")
+        os.replace(tmp, marker)
+        found = known
+    (folder / "checkpoints").mkdir(mode=0o700, exist_ok=True)
 
 
 class _StopFlag:
@@ -468,12 +618,12 @@ class _StopFlag:
         self.requested = True
 
 
-def _open_when_there_is_room(workspace: Path, stop: _StopFlag) -> Storage | None:
+def _open_when_there_is_room(url: str | None, workspace: Path, stop: _StopFlag) -> Storage | None:
     """Open the store once the disk has room for it (None if asked to stop meanwhile)."""
     warned = False
     while not stop.requested:
         try:
-            return open_store(workspace)
+            return connect(url, workspace)
         except DiskFullError as exc:
             if not warned:
                 log.warning("%s; the engine starts serving once there is room", exc)

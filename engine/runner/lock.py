@@ -116,5 +116,6 @@ def is_engine_process(pid: int, workspace: Path) -> bool:
         return False
     if "engine.runner.daemon" not in argv or "--workspace" not in argv:
         return False
-    i = argv.index("--workspace") + 1
+    flag = "--runtime" if "--runtime" in argv else "--workspace"  # an engine of a shared store
+    i = argv.index(flag) + 1
     return i < len(argv) and os.path.realpath(argv[i]) == os.path.realpath(workspace)

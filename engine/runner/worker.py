@@ -26,12 +26,26 @@ from pathlib import Path
 from typing import Any
 
 from engine.runner.checkpoint_writer import CheckpointWriter
-from engine.runner.context import PERSIST_SECONDS, MetricBuffer, StopReason, TrialContext, WorkloadFailed
+from engine.runner.context import (
+    PERSIST_SECONDS,
+    MetricBuffer,
+    StopReason,
+    TrialContext,
+    WorkloadFailed,
+)
 from engine.runner.grouping import group_size
+from engine.runner.lease import FencedStore
 from engine.runner.saver import SaverPool, savers_for
 from engine.spec import spec_from_dict
-from engine.store import DiskFullError, open_store
-from engine.store.base import Storage, Study, Trial, TrialProgress, TrialState
+from engine.store import DiskFullError, connect
+from engine.store.base import (
+    DEFAULT_LEASE_SECONDS,
+    Storage,
+    Study,
+    Trial,
+    TrialProgress,
+    TrialState,
+)
 from engine.workloads.command import CommandWorkload
 from engine.workloads.registry import WorkloadError, load_train_function, resolve_workload
 
@@ -45,9 +59,11 @@ class Worker:
 
     def __init__(
         self, store: Storage, workspace: Path, name: str, device: str, label: str = "",
-        group_size: int = 1, savers: int = 0,
+        group_size: int = 1, savers: int = 0, host: str = "",
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
-        self.store = store
+        # every write this worker makes carries its trial's lease (see engine.runner.lease)
+        self.store = store if isinstance(store, FencedStore) else FencedStore(store, host, lease_seconds)
         self.workspace = workspace
         self.name = name
         self.device = device
@@ -64,7 +80,7 @@ class Worker:
         self._functions: dict[str, Callable[..., Any]] = {}
         self._parent = os.getppid()
         self.savers = SaverPool(savers, workspace / "checkpoints")
-        self.writer = CheckpointWriter(store, self.savers)
+        self.writer = CheckpointWriter(self.store, self.savers)
 
     # -- main loop -------------------------------------------------------------------
     def serve(self, once: bool = False) -> None:
@@ -299,7 +315,7 @@ class Worker:
         elif ctx.stop_reason == StopReason.PAUSE and state == TrialState.COMPLETED:
             if ctx.last_step < trial.max_train_steps - 1:
                 return "paused"
-        elif ctx.stop_reason == StopReason.CANCEL:
+        elif ctx.stop_reason in (StopReason.CANCEL, StopReason.LOST):
             return None
         return TrialProgress(
             state=state, best_step=ctx.best_step, best_value=ctx.best_value,
@@ -344,10 +360,15 @@ class Worker:
                 log.exception("heartbeat failed")
 
     def _beat(self, current: list[TrialContext]) -> None:
+        """Renew the leases of the trials in hand; stop those cancelled (their end is the
+        user's) and those whose lease is lost (their end is the new holder's)."""
         progress = {c.trial_id: (c.last_step + 1, c.best_step, c.best_value) for c in current}
-        states = self.store.heartbeat(list(progress), progress)
+        states = self.store.renew(list(progress), progress)
         for ctx in current:
-            if states.get(ctx.trial_id) not in (None, TrialState.RUNNING):
+            state = states.get(ctx.trial_id, TrialState.RUNNING)
+            if ctx.trial_id in self.store.lost or state is None:
+                ctx.request_stop(StopReason.LOST)
+            elif state is not TrialState.RUNNING:
                 ctx.request_stop(StopReason.CANCEL)
 
 
@@ -359,7 +380,7 @@ def _left_running(trial_id: int, exc: BaseException) -> None:
 
 def _fused_available() -> bool:
     try:
-        import engine.workloads.fused  # noqa: F401
+        import engine.workloads.fused
     except ImportError:
         return False
     return True
@@ -417,6 +438,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--savers", type=int, default=None,
                         help="checkpoint saver processes (default: from the device and threads)")
     parser.add_argument("--once", action="store_true", help="exit when the queue is empty")
+    parser.add_argument("--store", default=None, help="the store URL (default: the workspace's SQLite)")
+    parser.add_argument("--host", default="", help="the engine host this worker belongs to")
+    parser.add_argument("--lease", type=float, default=DEFAULT_LEASE_SECONDS,
+                        help="seconds a claim holds a trial without renewal")
     args = parser.parse_args(argv)
     _die_with_parent()
     os.umask(0o077)  # workspace files are the owner's alone
@@ -424,9 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_threads(args.threads)
     warm_up()
     worker = Worker(
-        open_store(args.workspace), Path(args.workspace), args.name, args.device, args.label,
+        connect(args.store, args.workspace), Path(args.workspace), args.name, args.device, args.label,
         args.group_size,
         savers_for(args.device, args.threads) if args.savers is None else args.savers,
+        host=args.host, lease_seconds=args.lease,
     )
     log.info("checkpoint saver processes: %d", worker.savers.processes)
     worker.savers.prewarm()  # spawned and torch imported while the first trials start
