@@ -202,6 +202,9 @@ def _old_workspace(tmp_path: Path, version: int) -> Path:
                      "point_index, kind, max_train_steps, created_at, best_value) VALUES "
                      "(1, 1, 0, '{\"lr\": 0.1}', 1, 'COMPLETED', 1, 0, 'search', 100, 1.0, 0.25)")
         conn.execute("INSERT INTO metrics VALUES (1, 0, 'val_error', 0.5), (1, 1, 'val_error', 0.25)")
+        conn.execute("INSERT INTO trials (id, study_id, number, params, seed, state, attempt, "
+                     "point_index, kind, max_train_steps, created_at, heartbeat_at) VALUES "
+                     "(2, 1, 1, '{\"lr\": 0.2}', 2, 'RUNNING', 1, 1, 'search', 100, 1.0, 10.0)")
     return db
 
 
@@ -209,15 +212,19 @@ def _old_workspace(tmp_path: Path, version: int) -> Path:
 def test_an_older_workspace_is_upgraded_in_order_with_a_backup(tmp_path: Path, version: int) -> None:
     db = _old_workspace(tmp_path, version)
     store = open_store(db.parent)
-    (trial,) = store.list_trials()
+    trial, running = store.list_trials()
     assert (trial.state, trial.best_value, trial.group_key, trial.host, trial.lease_token) == (
         TrialState.COMPLETED, 0.25, "", "", "")
+    # a trial that was running holds a lease that has long expired: the engine resumes it
+    assert running.lease_token and running.lease_expires == 15.0
+    assert [t.id for t in store.expired_leases()] == [2]
+    store.set_state([2], TrialState.QUEUED, only_from=[TrialState.RUNNING])
     assert [r.value for r in store.read_metrics([1])] == [0.5, 0.25]
     assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
     # the upgraded workspace works as a new one does
-    (new,) = store.add_trials(1, [NewTrial(params={"lr": 0.2}, seed=2)])
-    (claimed,) = store.claim_trials("w0", "cpu", host="a")
-    assert claimed.id == new.id and claimed.lease_token
+    (new,) = store.add_trials(1, [NewTrial(params={"lr": 0.3}, seed=3)])
+    claimed = store.claim_trials("w0", "cpu", limit=2, host="a")
+    assert [t.id for t in claimed] == [2, new.id] and all(t.lease_token for t in claimed)
     store.close()
     backup = db.with_name(f"tuneplay.db.v{version}.bak")
     with sqlite3.connect(backup) as conn:  # the copy is the old schema, untouched

@@ -154,8 +154,9 @@ class Engine:
         return resumed
 
     def _mine(self, trials: list[Trial]) -> list[Trial]:
-        """The trials this host's workers hold (each host's slots share names: cpu0, gpu0)."""
-        return [t for t in trials if t.host == self.name]
+        """The trials this host's workers hold under a lease (each host's slots share names:
+        cpu0, gpu0); trials asked for outside any engine (ask/tell) hold none."""
+        return [t for t in trials if t.host == self.name and t.lease_token]
 
     def _spawn(self, slot: Slot) -> None:
         """Start the slot's worker; if it cannot start now, ``_reap`` tries again."""

@@ -118,7 +118,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: ("ALTER TABLE trials ADD COLUMN group_key TEXT NOT NULL DEFAULT ''",),
     2: ("ALTER TABLE trials ADD COLUMN host TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE trials ADD COLUMN lease_token TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE trials ADD COLUMN lease_expires REAL"),
+        "ALTER TABLE trials ADD COLUMN lease_expires REAL",
+        # a trial running when the workspace was upgraded holds a lease its worker never had:
+        # it expires as its heartbeat would have gone stale, and the trial resumes
+        "UPDATE trials SET lease_token = 'v2-' || id, "
+        "lease_expires = COALESCE(heartbeat_at, started_at, 0) + 5 WHERE state = 'RUNNING'"),
 }
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION)), "one migration per older version"
 
