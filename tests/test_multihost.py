@@ -252,3 +252,42 @@ def test_a_postgres_restart_mid_study_loses_nothing(cluster: Cluster, pg_server:
     for t in trials:
         assert [r.step for r in store.read_metrics([t.id], names=["val_loss"])] == list(range(40))
     assert "2 hosts" in cluster.tuneplay("status").stdout  # both engines lived through it
+
+
+BAYES = """\
+[study]
+name = "bo"
+workload = "builtin:digits-mlp"
+max_train_steps = 20
+eval_every = 10
+budget = 12
+seed = 4
+search = "bayesian"
+fuse = "off"
+[nuisance]
+learning_rate = { low = 1e-4, high = 1e-1, scale = "log" }
+weight_decay  = { low = 1e-6, high = 1e-2, scale = "log" }
+"""
+
+
+def test_only_the_coordinator_creates_trials_and_another_host_takes_over(cluster: Cluster) -> None:
+    cluster.start("a", lease=10, slots=2)
+    cluster.start("b", lease=10, slots=2)
+    (cluster.path / "s.toml").write_text(BAYES)
+    store = cluster.store()
+    hosts = _wait("both hosts' records", lambda: len(
+        [h for h in store.list_meta("engine.host.").values() if json.loads(h)["slots"]]) == 2 and [
+        json.loads(h) for h in store.list_meta("engine.host.").values()])
+    assert sorted(h["coordinator"] for h in hosts) == [False, True]  # exactly one coordinates
+    coordinator = next(k.rsplit(".", 1)[1] for k, v in store.list_meta("engine.host.").items()
+                       if json.loads(v)["coordinator"])
+    run = cluster.tuneplay("run", "s.toml", "--wait", timeout=600)
+    assert "study 'bo' finished: 12 of 12 trials completed" in run.stdout
+    trials = store.list_trials()
+    assert len(trials) == 12 and len({t.point_index for t in trials}) == 12  # none created twice
+    # the coordinator leaves: the other host takes the lock within a few seconds
+    cluster.tuneplay("engine", "stop", "--host", coordinator)
+    cluster.hosts.remove(coordinator)
+    _wait("a new coordinator", lambda: any(json.loads(v)["coordinator"]
+                                           for v in store.list_meta("engine.host.").values()), timeout=30)
+    assert list(store.list_meta("engine.host.")) == [f"engine.host.{({'a', 'b'} - {coordinator}).pop()}"]
