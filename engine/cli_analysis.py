@@ -108,7 +108,15 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     note = seed_note(study.spec.get("workload"))
     if note:
         print(note)
-    start_engine(_ws(args))
+    if args.store:  # the hosts serving the shared store run them; none: this machine's engine
+        from engine.status import engine_hosts, hosts_line
+
+        hosts = engine_hosts(store)
+        print(f"engine: {hosts_line(hosts)}")
+        if not hosts:
+            start_engine(_ws(args), url=args.store)
+    else:
+        start_engine(_ws(args))
     print(f"when they finish: tuneplay decide {study.name}")
     return 0
 

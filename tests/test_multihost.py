@@ -183,6 +183,10 @@ def test_two_hosts_share_a_study_and_match_sqlite(cluster: Cluster, tmp_path: Pa
     assert a["best_value"].to_numpy() == pytest.approx(b["best_value"].to_numpy(), abs=1e-9)
     curves = pd.read_csv(io.StringIO(cluster.tuneplay("export", "twohost", "--curves").stdout))
     assert not curves.duplicated(["trial_id", "step", "metric"]).any()
+    # the analysis commands work on the shared store as on a workspace
+    report = json.loads(cluster.tuneplay("report", "twohost", "--format", "json").stdout)
+    assert report["next_round"] and "twohost" in json.dumps(report)
+    assert "twohost" in cluster.tuneplay("status").stdout
 
 
 def test_a_frozen_host_loses_its_trial_and_its_late_writes_are_refused(cluster: Cluster) -> None:
