@@ -423,7 +423,7 @@ def test_best_checkpoints_through_the_trial_api_hold_the_weights_of_each_best_st
         evals = [(m["val_error"], step) for step, m in ref.reports if "val_error" in m]
         best_value, best_step = min(evals, key=lambda e: (e[0], e[1]))
         assert (ctx.best_step, ctx.best_value) == (best_step, pytest.approx(best_value))
-        saved = torch.load(ctx.checkpoint_dir / "best.pt", weights_only=True)
+        saved = torch.load(ctx.attempt_dir() / "best.pt", weights_only=True)
         assert saved["step"] == best_step
         for key, value in ref.checkpoints[best_step]["model"].items():
             torch.testing.assert_close(saved["model"][key], value, rtol=1e-5, atol=1e-6)
@@ -500,7 +500,7 @@ def test_latest_checkpoints_cut_by_the_savers_resume_alone_as_if_uninterrupted(
             ctx.flush()
     writer.drain()
     assert pool.files_written == 8 and not pool.broken  # 4 latest and 4 best, all by the savers
-    saved = torch.load(tmp_path / "cp" / str(claimed[1].id) / "latest.pt", weights_only=True)
+    saved = torch.load(tmp_path / "cp" / str(claimed[1].id) / f"a{claimed[1].attempt}" / "latest.pt", weights_only=True)
     assert saved["step"] == 20 and saved["optimizer"]["state"][0]["step"].item() == 21.0
     assert set(saved["optimizer"]["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
     from engine.store.base import TrialState

@@ -34,6 +34,10 @@ class MetricBuffer:
         self.rows: list[MetricRow] = []
         self.last_flush = time.monotonic()
         self.lock = threading.Lock()
+        # a fused group saves its latest checkpoints together: the first member offered at a
+        # step decides for the whole group, so no member starves while the writer is busy
+        self.persist_step: int | None = None
+        self.persist_due = False
 
     def flush(self, store: Storage) -> None:
         with self.lock:
@@ -93,6 +97,7 @@ class TrialContext:
         self.best_value: float | None = trial.best_value
         self.last_step = -1
         self.resumed_from = 0
+        self._group = metrics is not None  # a member of a fused group sharing one buffer
         self._metrics = metrics or MetricBuffer()
         self._last_persist: float | None = None
         self._created = time.monotonic()
@@ -142,11 +147,7 @@ class TrialContext:
         """Offer the state after ``step``; kept if it is the best so far or a save is due."""
         step = int(step)
         new_best = self._new_best_step == step
-        now = time.monotonic()
-        due = (now - self._created > self._first_persist if self._last_persist is None
-               else now - self._last_persist > PERSIST_SECONDS)
-        if due and self.writer is not None and self._last_persist is not None and self.writer.busy():
-            due = False  # the last batch is still being written: never pile snapshots up
+        due = self._latest_due(step)
         # No latest checkpoint at the trial's last step: a finished trial never resumes (and
         # it would double a fused group's final batch); its best is all that is kept.
         save_latest = (due or bool(self.stop_reason)) and step < self.max_train_steps - 1
@@ -165,6 +166,26 @@ class TrialContext:
             self._new_best_step = None
         if save_latest:
             self.persist(step, _snapshot(step, model, optimizer, extra))
+
+    def _latest_due(self, step: int) -> bool:
+        """Whether a latest checkpoint is due at ``step``. In a fused group the first member
+        offered at a step decides for all: the group saves together (one round of K files),
+        never member 0 alone while the others find the writer busy and lose their progress."""
+        if not self._group:
+            return self._due_alone()
+        shared = self._metrics
+        with shared.lock:
+            if shared.persist_step != step:
+                shared.persist_step, shared.persist_due = step, self._due_alone()
+            return shared.persist_due
+
+    def _due_alone(self) -> bool:
+        now = time.monotonic()
+        due = (now - self._created > self._first_persist if self._last_persist is None
+               else now - self._last_persist > PERSIST_SECONDS)
+        if due and self.writer is not None and self._last_persist is not None and self.writer.busy():
+            due = False  # the last batch is still being written: never pile snapshots up
+        return due
 
     def persist(self, step: int, state: dict[str, Any]) -> None:
         """Flush metrics, then write the latest (and a pending best) checkpoint atomically."""
