@@ -418,10 +418,18 @@ class Engine:
         self._spawn_all()
 
     def _top_up_bayesian(self) -> None:
-        from engine.workspace import top_up_bayesian
+        """Store the trials Bayesian studies proposed ahead for the slots free now, and start
+        computing the next ones in a background thread (:mod:`engine.runner.suggest`): the
+        loop never waits on a GP fit. Quasi-random studies registered by ``tuneplay create``
+        get their missing points here too."""
+        from engine.runner.suggest import Suggester
 
+        suggester = getattr(self, "_suggester", None)
+        if suggester is None or suggester.store is not self.store:
+            suggester = Suggester(self.store)
+            setattr(self, "_suggester", suggester)  # noqa: B010 (created on first use)
         try:
-            top_up_bayesian(self.store, free_slots=len(self.slots))
+            suggester.step(len(self.slots))
         except Exception:
             log.exception("bayesian top-up failed")
 
@@ -552,7 +560,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = Engine(store, workspace, host.plan(), lock, host, name=name, lease_seconds=lease, url=url,
                     runtime=runtime, exit_when_idle=args.exit_when_idle)
     if is_shared(url):
-        log.info("engine host %s serving %s (lease %.0f s, shared folder %s)", name, redact_url(url), lease, workspace)
+        log.info("engine host %s serving %s (lease %.0f s, shared folder %s)", name, redact_url(url or ""), lease,
+                 workspace)
     engine.stopping = stop.requested
     signal.signal(signal.SIGTERM, engine.request_stop)
     signal.signal(signal.SIGINT, engine.request_stop)

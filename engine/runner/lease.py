@@ -73,9 +73,11 @@ class FencedStore:
                 self.leases.pop(int(i), None)
 
     # -- claims and renewals -----------------------------------------------------------
+    # The signatures are the protocol's; a lease or host a caller passes is ignored: this
+    # worker's own are used.
     def claim_trials(
         self, worker: str, device: str, limit: int = 1, study_id: int | None = None,
-        group: bool = False,
+        group: bool = False, *, host: str = "", lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> list[Trial]:
         trials = self.inner.claim_trials(worker, device, limit, study_id, group,
                                          host=self.host, lease_seconds=self.lease_seconds)
@@ -84,31 +86,37 @@ class FencedStore:
                 self.leases[t.id] = t.lease_token
         return trials
 
-    def renew(self, trial_ids: Sequence[int], steps_done: Mapping[int, Any] | None = None) -> dict[int, TrialState | None]:
-        """Renew the leases of ``trial_ids``; a lost one goes to :attr:`lost`."""
+    def renew(
+        self, leases: Mapping[int, str] | Sequence[int], steps_done: Mapping[int, Any] | None = None, *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> dict[int, TrialState | None]:
+        """Renew the leases of the trials given (ids); a lost one goes to :attr:`lost`."""
+        trial_ids = list(leases)
         states = self.inner.renew(self._of(trial_ids), steps_done, lease_seconds=self.lease_seconds)
         self._lose(i for i, st in states.items() if st is None)
         return states
 
     # -- fenced writes -----------------------------------------------------------------
-    def write_metrics(self, rows: Sequence[MetricRow]) -> list[int]:
+    def write_metrics(self, rows: Sequence[MetricRow], *, leases: Mapping[int, str] | None = None) -> list[int]:
         refused = self.inner.write_metrics(rows, leases=self._of({r.trial_id for r in rows}))
         self._lose(refused)
         return refused
 
-    def record_checkpoint(self, checkpoint: Checkpoint) -> None:
+    def record_checkpoint(self, checkpoint: Checkpoint, *, lease: str | None = None) -> None:
         try:
             self.inner.record_checkpoint(checkpoint, lease=self._of([checkpoint.trial_id])[checkpoint.trial_id])
         except LeaseLost:
             self._lose([checkpoint.trial_id])
             raise
 
-    def record_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> list[int]:
+    def record_checkpoints(
+        self, checkpoints: Sequence[Checkpoint], *, leases: Mapping[int, str] | None = None,
+    ) -> list[int]:
         refused = self.inner.record_checkpoints(checkpoints, leases=self._of({c.trial_id for c in checkpoints}))
         self._lose(refused)
         return refused
 
-    def finish_trial(self, trial_id: int, progress: TrialProgress) -> Trial:
+    def finish_trial(self, trial_id: int, progress: TrialProgress, *, lease: str | None = None) -> Trial:
         try:
             trial = self.inner.finish_trial(trial_id, progress, lease=self._of([trial_id])[trial_id])
         except LeaseLost:
@@ -117,7 +125,9 @@ class FencedStore:
         self._release([trial_id])
         return trial
 
-    def finish_trials(self, items: Sequence[tuple[int, TrialProgress]]) -> list[int]:
+    def finish_trials(
+        self, items: Sequence[tuple[int, TrialProgress]], *, leases: Mapping[int, str] | None = None,
+    ) -> list[int]:
         ids = [i for i, _ in items]
         done = self.inner.finish_trials(items, leases=self._of(ids))
         # not recorded: lost, unless the trial had finished anyway (a user's cancel)
@@ -127,6 +137,7 @@ class FencedStore:
 
     def set_state(
         self, trial_ids: Sequence[int], state: TrialState, *, only_from: Iterable[TrialState],
+        leases: Mapping[int, str] | None = None,
     ) -> int:
         moved = self.inner.set_state(trial_ids, state, only_from=only_from, leases=self._of(trial_ids))
         if TrialState(state) is not TrialState.RUNNING:

@@ -1,0 +1,1 @@
+"""Training workloads: the built-in ones, fused trainers, and command workloads."""
