@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.errors import TuneplayError
+
 EXIT_USAGE = 2
 
 
-class UserError(Exception):
+class UserError(TuneplayError):
     """A mistake the user can fix; printed as one line, exit code 2."""
 
 
@@ -81,7 +83,7 @@ def _version() -> str:
 def _extra_registrars() -> list[Callable[[Any], None]]:
     """Commands defined in other modules (kept apart so each file stays small)."""
     out: list[Callable[[Any], None]] = []
-    for module in ("engine.cli_run", "engine.cli_analysis"):
+    for module in ("engine.cli_run", "engine.cli_analysis", "engine.cli_asktell"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ModuleNotFoundError as exc:
@@ -235,13 +237,12 @@ def main(argv: Sequence[str] | None = None, extra: Sequence[Callable[[Any], None
 def run_handler(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Call a command, turning every user error into one line on stderr and exit 2."""
     from engine.spec import SpecError
-    from engine.store.base import StoreError
 
     try:
         return handler(args)
     except SpecError as exc:
         print(exc.render(), file=sys.stderr)
-    except (UserError, StoreError) as exc:
+    except TuneplayError as exc:  # every user error; anything else is a bug, with its traceback
         print(f"tuneplay: {exc}", file=sys.stderr)
     except BrokenPipeError:
         return 0

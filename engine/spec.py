@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.errors import TuneplayError
 from engine.space import SCALES, ChoiceParam, Param, RangeParam, Scalar
 from engine.workloads.base import WorkloadInfo
 from engine.workloads.command import (
@@ -32,7 +33,7 @@ MAX_STEPS = 10**9
 MAX_GPUS_PER_TRIAL = 64
 
 
-class SpecError(ValueError):
+class SpecError(TuneplayError, ValueError):
     """A study file problem, rendered as ``FILE:LINE: key: reason``."""
 
     def __init__(self, path: str, key: str, reason: str, line: int | None = None) -> None:

@@ -17,8 +17,10 @@ import argparse
 from pathlib import Path
 from typing import Protocol
 
+from engine.errors import TuneplayError
 
-class LaunchError(ValueError):
+
+class LaunchError(TuneplayError, ValueError):
     """A launch option the user can fix; the message is one line naming the option."""
 
 

@@ -12,11 +12,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.errors import TuneplayError
+
 SCHEMA_VERSION = 3  # 2: trials.group_key (fusion groups); 3: leases (host, lease_token, lease_expires)
 DEFAULT_LEASE_SECONDS = 60.0  # a claim's lease when the caller names none
 
 
-class StoreError(Exception):
+class StoreError(TuneplayError):
     """A workspace problem a user can act on (schema mismatch, unknown name, bad state)."""
 
 

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from engine.errors import TuneplayError
+
 BOOL_STYLES = ("lower", "python", "flag")
 DEFAULT_ARGS = "--{name}={value}"
 # What every trial provides besides its hyperparameters.
@@ -31,7 +33,7 @@ KEYS = ("command", "cwd", "args", "bools", "resume", "stdout")
 _METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
-class CommandConfigError(ValueError):
+class CommandConfigError(TuneplayError, ValueError):
     """A problem with one key of a command workload; ``key`` names it (``command``, ``stdout``…)."""
 
     def __init__(self, key: str, reason: str) -> None:

@@ -22,13 +22,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.errors import TuneplayError
 from engine.workloads.base import HParamInfo, WorkloadInfo
 from engine.workloads.command import CommandWorkload
 
 _ENTRY_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_]\w*$")
 
 
-class WorkloadError(ValueError):
+class WorkloadError(TuneplayError, ValueError):
     """A workload reference that does not resolve; the message says why in one line."""
 
     key = ""
