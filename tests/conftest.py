@@ -1,4 +1,5 @@
-"""Shared fixtures: a scratch project folder with its own workspace, and the CLI as a user runs it."""
+"""Shared fixtures: a scratch project folder with its own workspace, the CLI as a user runs it,
+and a throwaway PostgreSQL server (``pg_server``, ``pg_url``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.pg_cluster import PgCluster, PgUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +59,44 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 120, poll: float 
             return
         time.sleep(poll)
     raise AssertionError(f"condition not met within {timeout} s")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+PG_SKIP_ENV = "TUNEPLAY_ALLOW_SKIP_PG"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgCluster]:
+    """A throwaway PostgreSQL cluster for the whole session (127.0.0.1, a free port).
+
+    Missing server binaries fail the tests that need it, loudly; set
+    ``TUNEPLAY_ALLOW_SKIP_PG=1`` to skip them instead.
+    """
+    cluster: PgCluster | None = None
+    try:
+        cluster = PgCluster()
+        cluster.start()
+    except PgUnavailable as exc:
+        if cluster is not None:
+            cluster.cleanup()
+        problem = str(exc)
+    else:
+        yield cluster
+        cluster.cleanup()
+        return
+    if os.environ.get(PG_SKIP_ENV) == "1":
+        pytest.skip(f"PostgreSQL unavailable ({PG_SKIP_ENV}=1): {problem}")
+    pytest.fail(f"{problem}\n(set {PG_SKIP_ENV}=1 to skip the PostgreSQL tests instead)", pytrace=False)
+
+
+@pytest.fixture
+def pg_url(pg_server: PgCluster) -> Iterator[str]:
+    """A URL to a fresh, empty database on the session's server, dropped afterwards."""
+    if not pg_server.running():  # a test that stopped the server must not fail the next ones
+        pg_server.start()
+    name = pg_server.create_database()
+    yield pg_server.url(name)
+    if not pg_server.running():
+        pg_server.start()
+    pg_server.drop_database(name)

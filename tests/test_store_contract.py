@@ -38,9 +38,17 @@ from engine.store.sqlite_db import filesystem_type, refuse_network_filesystem
 SPEC: dict[str, Any] = {"name": "wd", "max_train_steps": 100, "metric": "val_error"}
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    impl: Storage = MemoryStorage() if request.param == "memory" else open_store(tmp_path / "ws")
+    impl: Storage
+    if request.param == "postgres":
+        from engine.store.postgres import PostgresStorage, init_db
+
+        url = request.getfixturevalue("pg_url")
+        init_db(url)
+        impl = PostgresStorage(url)
+    else:
+        impl = MemoryStorage() if request.param == "memory" else open_store(tmp_path / "ws")
     yield impl
     impl.close()
 
@@ -379,7 +387,8 @@ def test_schema_version_mismatch_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError) as err:
         SQLiteStorage(db)
     assert str(err.value) == (
-        f"{db}: workspace schema version 99, this tuneplay expects {SCHEMA_VERSION}"
+        f"{db}: workspace schema version 99 is newer than this tuneplay reads "
+        f"({SCHEMA_VERSION}); upgrade tuneplay"
     )
 
 
@@ -486,12 +495,7 @@ def test_store_pickles_for_spawned_workers(tmp_path: Path) -> None:
     assert copy.path == store.path and copy.get_study(sid).name == "wd"
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "memory"])
-def test_grouped_claim_takes_the_oldest_and_its_group(kind: str, tmp_path: Path) -> None:
-    from engine.store import MemoryStorage, open_store
-    from engine.store.base import NewTrial
-
-    store = open_store(tmp_path / "ws") if kind == "sqlite" else MemoryStorage()
+def test_grouped_claim_takes_the_oldest_and_its_group(store: Storage) -> None:
     exp = store.create_experiment("e", "builtin:digits-mlp")
     study = store.create_study(exp.id, "s", {"max_train_steps": 10}, 0)
     keys = ["A", "B", "A", "", "A", "A", "B"]

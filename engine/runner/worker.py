@@ -33,6 +33,7 @@ from engine.runner.context import (
     TrialContext,
     WorkloadFailed,
 )
+from engine.runner.finishing import EndKind, Handover, attempt_end, group_ends, record_ends
 from engine.runner.grouping import group_size
 from engine.runner.lease import FencedStore
 from engine.runner.saver import SaverPool, savers_for
@@ -43,7 +44,6 @@ from engine.store.base import (
     Storage,
     Study,
     Trial,
-    TrialProgress,
     TrialState,
 )
 from engine.workloads.command import CommandWorkload
@@ -237,7 +237,7 @@ class Worker:
         trains its next group meanwhile (a GPU would otherwise idle while hundreds of best
         checkpoints are written). The trials stay RUNNING, and heartbeated, until then, so a
         trial is never COMPLETED without its best checkpoint on disk."""
-        handed: list[tuple[bool, str, bool]] = []  # per trial: handed over, why not, a best went
+        handed: list[Handover] = []
         with self._finishing_lock:
             self.finishing = [*self.finishing, *contexts]
 
@@ -253,25 +253,16 @@ class Worker:
             for ctx in contexts:
                 try:
                     ctx.flush()  # the group shares one metric buffer: the first flush writes all
-                    handed.append((True, "", ctx.persist_best()))
+                    handed.append(Handover(True, best_sent=ctx.persist_best()))
                 except Exception as exc:
-                    handed.append((False, f"could not save results: {_error_text(exc)}", False))
+                    handed.append(Handover(False, f"could not save results: {_error_text(exc)}"))
 
     def _record_ends(
         self, contexts: Sequence[TrialContext], trials: Sequence[Trial], state: TrialState, error: str,
-        seconds: float, handed: Sequence[tuple[bool, str, bool]], written: bool,
+        seconds: float, handed: Sequence[Handover], written: bool,
     ) -> None:
-        ends = []
-        for ctx, trial, (ok, bad, best) in zip(contexts, trials, handed):
-            if ok and best and not written:
-                ok, bad = False, "could not save results: writing its best checkpoint failed (see the worker log)"
-            ends.append(self._outcome(ctx, trial, state if ok else TrialState.FAILED, error if ok else bad, seconds))
-        paused = [trial.id for trial, end in zip(trials, ends) if end == "paused"]
-        finished = [(trial.id, end) for trial, end in zip(trials, ends) if isinstance(end, TrialProgress)]
         try:
-            if paused:
-                self.store.set_state(paused, TrialState.PAUSED, only_from=[TrialState.RUNNING])
-            self.store.finish_trials(finished)
+            record_ends(self.store, group_ends(contexts, trials, state, error, seconds, handed, written))
         except Exception:
             log.exception("recording the end of fused group %s failed", [t.id for t in trials])
 
@@ -294,33 +285,14 @@ class Worker:
             return
         except Exception as exc:
             state, error = TrialState.FAILED, f"could not save results: {_error_text(exc)}"
-        end = self._outcome(ctx, trial, state, error, seconds)
-        if end == "paused":
+        end = attempt_end(ctx, trial, state, error, seconds)
+        if end.kind is EndKind.PAUSED:
             self.store.set_state([trial.id], TrialState.PAUSED, only_from=[TrialState.RUNNING])
-        elif isinstance(end, TrialProgress):
+        elif end.progress is not None:
             try:
-                self.store.finish_trial(trial.id, end)
+                self.store.finish_trial(trial.id, end.progress)
             except Exception as exc:  # e.g. cancelled meanwhile: the stored state wins
-                log.info("trial %s not finished as %s: %s", trial.id, end.state.value, exc)
-
-    @staticmethod
-    def _outcome(
-        ctx: TrialContext, trial: Trial, state: TrialState, error: str, seconds: float
-    ) -> TrialProgress | str | None:
-        """How an attempt ended: its progress record, "paused", or None (cancelled: the
-        user's CANCELLED stands)."""
-        if ctx.diverged_at is not None and state == TrialState.COMPLETED:
-            step, name, value = ctx.diverged_at
-            state, error = TrialState.DIVERGED, f"{name} = {value} at step {step}"
-        elif ctx.stop_reason == StopReason.PAUSE and state == TrialState.COMPLETED:
-            if ctx.last_step < trial.max_train_steps - 1:
-                return "paused"
-        elif ctx.stop_reason in (StopReason.CANCEL, StopReason.LOST):
-            return None
-        return TrialProgress(
-            state=state, best_step=ctx.best_step, best_value=ctx.best_value,
-            steps_done=max(ctx.last_step + 1, 0), wall_time=trial.wall_time + seconds, error=error,
-        )
+                log.info("trial %s not finished as %s: %s", trial.id, end.progress.state.value, exc)
 
     def _restore_best(self, ctx: TrialContext, trial: Trial) -> None:
         """On a resumed attempt, carry the best-so-far from the checkpoint record."""

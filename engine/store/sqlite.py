@@ -341,9 +341,11 @@ class SQLiteStorage:
             rows = conn.execute(sql, (*args, 1 if group else max(0, limit))).fetchall()
             ids = [r[0] for r in rows]
             if group and rows and rows[0][1] and limit > 1:
+                same_study = "" if study_id is None else " AND study_id = ?"
                 more = conn.execute(
-                    "SELECT id FROM trials WHERE state = 'QUEUED' AND group_key = ? AND id > ? "
-                    "ORDER BY id LIMIT ?", (rows[0][1], rows[0][0], limit - 1))
+                    "SELECT id FROM trials WHERE state = 'QUEUED' AND group_key = ? AND id > ?"
+                    f"{same_study} ORDER BY id LIMIT ?",
+                    (rows[0][1], rows[0][0], *args, limit - 1))
                 ids += [r[0] for r in more]
             if not ids:
                 return []
