@@ -171,7 +171,7 @@ def test_schema_version_mismatch_is_refused_in_one_line(pg_url: str) -> None:
 def test_init_db_is_idempotent_and_upgrades_step_by_step(
     pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from engine.store import postgres
+    from engine.store import postgres_db as postgres  # the schema and its migrations
 
     assert init_db(pg_url) == f"created schema version {SCHEMA_VERSION}"
     assert init_db(pg_url) == f"schema version {SCHEMA_VERSION} is current"
