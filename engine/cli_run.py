@@ -153,7 +153,11 @@ def cmd_engine(args: argparse.Namespace) -> int:
                   else f"no engine of this store runs here as host {runtime.name}")
             return 0 if status.running else 1
         if args.action == "start":
-            open_existing_store(args).close()  # an unreachable store or missing schema: one line
+            from engine.runner.daemon import check_shared_folder
+
+            store = open_existing_store(args)  # an unreachable store or missing schema: one line
+            check_shared_folder(store, ws)  # the folder the other hosts use, or a clear refusal
+            store.close()
             status = _start(args, ws)
             print(f"engine host {runtime.name} running (pid {status.pid}); log {status.log_path}")
             return 0
@@ -232,10 +236,23 @@ def _write(output: str | None, text: str) -> None:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
+    """``cancel|pause|requeue #ID...``: trial ids as the app, ``status`` and ``report`` show
+    them (``#12``); an id that names no trial is a user error (exit 2), nothing changed."""
     from engine import workspace
+    from engine.store.base import StoreError
 
     store = open_existing_store(args)
+    missing = []
+    for trial_id in args.trial_ids:
+        try:
+            store.get_trial(trial_id)
+        except StoreError:
+            missing.append(trial_id)
+    if missing:
+        raise UserError(f"no such trial {', '.join(map(str, missing))} (trial ids are the "
+                        "#numbers `tuneplay status` and the app show)")
     n = getattr(workspace, args.action)(store, args.trial_ids)
-    print(f"{args.action}: {n} of {len(args.trial_ids)} trials changed")
+    ids = ", ".join(f"#{i}" for i in args.trial_ids)
+    print(f"{args.action}: {n} of {len(args.trial_ids)} trials changed ({ids})")
     return 0 if n else 1
 

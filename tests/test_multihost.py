@@ -295,3 +295,24 @@ def test_only_the_coordinator_creates_trials_and_another_host_takes_over(cluster
     _wait("a new coordinator", lambda: any(json.loads(v)["coordinator"]
                                            for v in store.list_meta("engine.host.").values()), timeout=30)
     assert list(store.list_meta("engine.host.")) == [f"engine.host.{({'a', 'b'} - {coordinator}).pop()}"]
+
+
+def test_a_host_with_another_folder_at_the_shared_path_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start("a", lease=10)
+    elsewhere = tmp_path / "not-shared"
+    elsewhere.mkdir()
+    proc = cluster.tuneplay("--checkpoints", str(elsewhere), "engine", "start", "--host", "b", check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "not the folder the other hosts of this store use" in proc.stderr
+    assert not (elsewhere / "hosts" / "b" / "engine.pid").exists()
+
+
+def test_the_app_facade_shows_every_host_and_its_slots(cluster: Cluster) -> None:
+    from engine.facade_local import LocalFacade
+
+    cluster.start("a", lease=10, slots=2)
+    cluster.start("b", lease=10, slots=1)
+    facade = LocalFacade(cluster.shared, cluster.url)
+    snap = _wait("both hosts", lambda: (s := facade.snapshot()).hosts == ("a", "b") and s)
+    assert snap.engine_running and sorted(snap.slots) == ["a/cpu.0", "a/cpu.1", "b/cpu.0"]
+    assert "postgresql://" in snap.workspace and "@" in snap.workspace

@@ -616,6 +616,11 @@ def check_shared_folder(store: Storage, folder: Path) -> None:
         tmp.write_text(known + "\n")
         os.replace(tmp, marker)
         found = known
+    if found != known:
+        raise StoreError(
+            f"--checkpoints {folder}: not the folder the other hosts of this store use "
+            f"({FOLDER_ID_FILE} {'holds another id' if found else 'is missing'}); mount the shared "
+            "folder at this path, or pass the path where it is mounted")
     (folder / "checkpoints").mkdir(mode=0o700, exist_ok=True)
 
 
