@@ -104,6 +104,7 @@ class Engine:
         self.coordinator = not is_shared(url)  # a SQLite workspace has one engine: it coordinates
         self._idle_since: float | None = None
         self._host_beat_at = 0.0
+        self._unfit_noted: set[int] = set()
         self.slots = list(slots)
         self.host = host if host is not None else HostSlots.holding(self.slots)
         self.width = max((s.width for s in self.slots), default=1)
@@ -392,10 +393,16 @@ class Engine:
         self._replan(width)
 
     def _fail_unfit(self, widths: dict[int, int]) -> None:
-        """Queued trials needing more GPUs than the host has would wait forever: end them FAILED."""
+        """Queued trials needing more GPUs than the host has would wait forever: end them FAILED.
+        On a shared store another host may have the GPUs: they are left to it."""
         for study_id, width in widths.items():
             reason = self.host.problem(width)
             if reason is None:
+                continue
+            if is_shared(self.url):
+                if study_id not in self._unfit_noted:
+                    log.warning("study %d: %s; its trials are left to hosts that have the GPUs", study_id, reason)
+                    self._unfit_noted.add(study_id)
                 continue
             queued = self.store.list_trials(study_id, states=[TrialState.QUEUED])
             done = self.store.finish_trials([(t.id, _failed(t, reason)) for t in queued])
