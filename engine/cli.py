@@ -180,6 +180,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from engine.search import preview
+    from engine.kinds import Search
     from engine.spec import load_study
 
     spec = load_study(args.file)
@@ -187,7 +188,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UserError(f"--n: must be between 1 and 1000000, got {args.n}")
     rows = preview(spec, args.n)
     names = [p.name for p in spec.searched]
-    if spec.search == "bayesian":
+    if spec.search == Search.BAYESIAN:
         print(
             f"{args.file}: bayesian search: only the initial design is known before results; "
             "later points depend on them", file=sys.stderr,

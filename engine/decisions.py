@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from engine.analysis import Comparison, analyze_study, compare, complexity_note, trials_frame
+from engine.kinds import Mode, TrialKind, Verdict
 from engine.store.base import Baseline, Decision, Storage, StoreError, Study, Trial, TrialState
 from engine.workspace import enqueue_reruns, study_spec
 
-RERUN = "rerun"
-BASELINE = "baseline"
+RERUN = TrialKind.RERUN
+BASELINE = TrialKind.BASELINE
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ def decide(store: Storage, study: Study, adopt: bool = False, alpha: float = 0.0
     if not candidates or not baselines:
         raise StoreError(f"study {study.name!r} has no seed reruns yet: run `tuneplay rerun {study.name}` first")
     base_values = [v for g in baselines.values() for v in _values(g)]
-    sign = 1.0 if spec.mode == "min" else -1.0
+    sign = Mode(spec.mode).sign
     scored = [(sign * float(np.mean(_values(g))) if _values(g) else np.inf, k) for k, g in candidates.items()]
     best_key = min(scored)[1]
     cand_params = json.loads(best_key)
@@ -152,7 +153,7 @@ def decide(store: Storage, study: Study, adopt: bool = False, alpha: float = 0.0
         comparison.test, stats, comparison.reason, note,
     )
     new_baseline = None
-    if adopt and (comparison.verdict == "adopt" or force):
+    if adopt and (comparison.verdict == Verdict.ADOPT or force):
         new_baseline = store.add_baseline(
             study.experiment_id, {**baseline.config, **cand_params}, baseline.metric, baseline.mode,
             baseline.max_train_steps, note=f"adopted from study {study.name!r} (decision {decision.id})",

@@ -13,6 +13,7 @@ from typing import Any
 
 from engine import workspace as ws_ops
 from engine.facade import DeviceUsage, ExperimentSummary, Snapshot, StudySummary
+from engine.kinds import Mode, Search, TrialKind
 from engine.runner.control import engine_status, host_runtime, start_engine, stop_engine
 from engine.spec import StudySpec, load_study, parse_study
 from engine.status import best_trial, engine_hosts, rerun_progress
@@ -63,7 +64,7 @@ class LocalFacade:
 
     def _summary(self, study: Study) -> StudySummary:
         trials = self.store.list_trials(study.id)
-        best = best_trial(trials, study.spec.get("mode", "min"))
+        best = best_trial(trials, study.spec.get("mode", Mode.MIN))
         return StudySummary(study, dict(Counter(t.state.value for t in trials)), len(trials),
                             best.best_value if best else None, best.id if best else None,
                             rerun_progress(trials))
@@ -122,7 +123,7 @@ class LocalFacade:
                  "metric": base.metric,
                  "mode": base.mode, "max_train_steps": base.max_train_steps,
                  "eval_every": max(1, base.max_train_steps // 20), "budget": 16,
-                 "search": "quasi_random", "seed": 0}
+                 "search": Search.QUASI_RANDOM.value, "seed": 0}
         workload = ws_ops.experiment_workload(self.store, exp)
         if isinstance(workload, CommandWorkload):  # the whole table: cwd, args, stdout…
             study["workload"] = {k: v for k, v in workload.to_dict().items() if v or k == "args"}
@@ -163,7 +164,7 @@ class LocalFacade:
             eval_every=max(1, base.max_train_steps // 20), budget=1, experiment=exp.name,
             goal=f"Run baseline v{base.version} once", fixed=dict(base.config),
         )
-        launch = ws_ops.launch_study(self.store, spec, kind="baseline")
+        launch = ws_ops.launch_study(self.store, spec, kind=TrialKind.BASELINE)
         self.start_engine()
         return launch.study
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import TuneplayError
+from engine.kinds import Mode, Search
 from engine.space import SCALES, ChoiceParam, Param, RangeParam, Scalar
 from engine.workloads.base import WorkloadInfo
 from engine.workloads.command import (
@@ -25,7 +26,7 @@ from engine.workloads.command import (
 )
 from engine.workloads.command import KEYS as COMMAND_KEYS
 
-SEARCH_METHODS = ("quasi_random", "bayesian")
+SEARCH_METHODS = tuple(Search)
 SCIENTIFIC_MODES = ("per_value", "joint")
 ROLES = ("scientific", "nuisance", "fixed")
 MAX_BUDGET = 100_000
@@ -52,11 +53,11 @@ class StudySpec:
     name: str
     workload: str | CommandWorkload  # "builtin:x", "pkg.mod:fn", or a command
     metric: str
-    mode: str
+    mode: Mode
     max_train_steps: int
     eval_every: int
     budget: int
-    search: str = "quasi_random"
+    search: Search = Search.QUASI_RANDOM
     seed: int = 0
     goal: str = ""
     experiment: str = ""
@@ -147,8 +148,8 @@ def spec_from_dict(d: Mapping[str, Any]) -> StudySpec:
     return StudySpec(
         name=d["name"],
         workload=workload if isinstance(workload, str) else CommandWorkload.from_stored(workload),
-        metric=d["metric"], mode=d["mode"], max_train_steps=d["max_train_steps"],
-        eval_every=d["eval_every"], budget=d["budget"], search=d["search"], seed=d["seed"],
+        metric=d["metric"], mode=Mode(d["mode"]), max_train_steps=d["max_train_steps"],
+        eval_every=d["eval_every"], budget=d["budget"], search=Search(d["search"]), seed=d["seed"],
         goal=d.get("goal", ""), experiment=d.get("experiment", ""),
         scientific_mode=d.get("scientific_mode", "per_value"), fuse=d.get("fuse", "auto"),
         target=d.get("target"), gpus_per_trial=d.get("gpus_per_trial", 1),
@@ -342,8 +343,8 @@ def _build(ck: _Checker, data: Mapping[str, Any], study: Mapping[str, Any], reso
         raise ck.fail("study", "metric", f"must be a metric name, got {metric!r}")
     if info and info.metrics and metric not in info.metrics:
         raise ck.fail("study", "metric", f"workload {info.ref} reports {', '.join(info.metrics)}, not {metric!r}")
-    mode = _choice(ck, study, "mode", ("min", "max"), info.default_mode if info else "min")
-    search = _choice(ck, study, "search", SEARCH_METHODS, "quasi_random")
+    mode = Mode(_choice(ck, study, "mode", tuple(Mode), info.default_mode if info else Mode.MIN))
+    search = Search(_choice(ck, study, "search", SEARCH_METHODS, Search.QUASI_RANDOM))
     sci_mode = _choice(ck, study, "scientific_mode", SCIENTIFIC_MODES, "per_value")
     fuse = _fuse(ck, study.get("fuse", "auto"))
     gpus_per_trial = _int(ck, study, "gpus_per_trial", 1, MAX_GPUS_PER_TRIAL, default=1)
@@ -525,9 +526,9 @@ def _check_search(ck: _Checker, spec: StudySpec) -> None:
         combos = math.prod(len(p.values) for p in spec.scientific if isinstance(p, ChoiceParam))
         if spec.budget < combos:
             raise ck.fail("study", "budget", f"{spec.budget} is fewer than the {combos} scientific values to compare")
-        if spec.search == "bayesian" and not spec.nuisance:
+        if spec.search is Search.BAYESIAN and not spec.nuisance:
             raise ck.fail("study", "search", "bayesian search needs at least one nuisance hyperparameter")
-    elif spec.search == "bayesian" and not spec.searched:
+    elif spec.search is Search.BAYESIAN and not spec.searched:
         raise ck.fail("study", "search", "bayesian search needs at least one searched hyperparameter")
 
 

@@ -23,6 +23,7 @@ from engine.analysis.frames import (
     search_trials,
     top_k_count,
 )
+from engine.kinds import Mode
 from engine.space import ChoiceParam
 from engine.spec import StudySpec
 
@@ -83,7 +84,7 @@ def axis_plot(
     ranked = ranked_results(trials, spec.mode)
     k = top_k_count(len(ranked)) if top_k is None else min(top_k, len(ranked))
     y = trials["best_value"].to_numpy(float)[feasible]
-    cap = (float(np.max(y)) if spec.mode == "min" else float(np.min(y))) if y.size else None
+    cap = (float(np.max(y)) if spec.mode == Mode.MIN else float(np.min(y))) if y.size else None
     return AxisPlot(
         name=name, role=spec.role_of(name) or "nuisance", scale=param_scale(param),
         log=bool(getattr(param, "is_log", False)),

@@ -42,6 +42,7 @@ from engine.analysis.findings import (
     num,
 )
 from engine.analysis.frames import direction, ranked_results
+from engine.kinds import Mode
 from engine.space import format_value
 from engine.spec import StudySpec
 
@@ -225,7 +226,7 @@ def _overfitting(c: _Curve, sign: float, metric: str, mode: str, subject: str,
     if c.i_best >= len(c.y) - c.n_end or rise <= threshold:
         return None
     best_step, end_step = int(c.t[c.i_best]), int(c.t[-1])
-    turn = "up" if mode == "min" else "down"
+    turn = "up" if mode == Mode.MIN else "down"
     message = (f"{subject}: {metric} turns {turn} after its best ({format_value(sign * best)} "
                f"at step {best_step}) and ends at {format_value(sign * c.end_level)}, more than "
                f"its noise allows: problematic overfitting; add regularization (weight decay, "

@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats
 
 from engine.analysis.frames import direction
+from engine.kinds import Verdict
 from engine.space import format_value
 from engine.trial_checks import IdenticalReruns, identical, ignored_seed_message
 
@@ -70,7 +71,7 @@ class Comparison:
     ci_low: float | None
     ci_high: float | None
     effect_in_seed_std: float | None
-    verdict: str
+    verdict: Verdict
     reason: str
     test: str
     alpha: float
@@ -142,7 +143,7 @@ def _too_few(
     return Comparison(
         mode, len(c), len(b), mc, mb, float(c.std(ddof=1)) if len(c) > 1 else None,
         float(b.std(ddof=1)) if len(b) > 1 else None, diff, improvement, None, None, None, None,
-        None, "inconclusive", reason, TEST_NAME, alpha, min_effect)
+        None, Verdict.INCONCLUSIVE, reason, TEST_NAME, alpha, min_effect)
 
 
 def _seed_ignored(
@@ -158,7 +159,7 @@ def _seed_ignored(
     reason = ignored_seed_message(same, workload, metric, lead="Refused: ")
     return Comparison(
         mode, len(c), len(b), mc, mb, sc, sb, diff,
-        -direction(mode) * diff, None, None, None, None, None, "inconclusive", reason, TEST_NAME,
+        -direction(mode) * diff, None, None, None, None, None, Verdict.INCONCLUSIVE, reason, TEST_NAME,
         alpha, min_effect, tuple(s.label for s in same))
 
 
@@ -183,20 +184,20 @@ def _bootstrap_ci(c: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> tuple
 def _verdict(
     improvement: float, p: float, imp_lo: float, imp_hi: float, n_c: int, n_b: int,
     alpha: float, min_effect: float, pooled: float,
-) -> tuple[str, str]:
+) -> tuple[Verdict, str]:
     size = f"{format_value(abs(improvement))} (seed std {format_value(pooled)})"
     if improvement > min_effect and p < alpha and imp_lo > 0:
-        return "adopt", (f"The candidate is better by {size}, p={p:.3g} < {alpha} and the 95% "
+        return Verdict.ADOPT, (f"The candidate is better by {size}, p={p:.3g} < {alpha} and the 95% "
                          f"interval of the gain excludes 0: strong evidence of an improvement.")
     if improvement < 0 and p < alpha:
-        return "reject", f"The candidate is worse by {size}, p={p:.3g} < {alpha}."
+        return Verdict.REJECT, f"The candidate is worse by {size}, p={p:.3g} < {alpha}."
     if improvement <= 0 and min(n_c, n_b) >= ENOUGH_SEEDS:
-        return "reject", (f"After {min(n_c, n_b)} seeds each the candidate is not better "
+        return Verdict.REJECT, (f"After {min(n_c, n_b)} seeds each the candidate is not better "
                           f"(difference {size}): keep the baseline.")
     if min_effect > 0 and imp_hi < min_effect:
-        return "reject", (f"Any gain is below the minimum effect {format_value(min_effect)} worth "
+        return Verdict.REJECT, (f"Any gain is below the minimum effect {format_value(min_effect)} worth "
                           f"the added complexity (95% interval up to {format_value(imp_hi)}).")
-    return "inconclusive", (f"The difference {size} is within seed noise (p={p:.3g}); "
+    return Verdict.INCONCLUSIVE, (f"The difference {size} is within seed noise (p={p:.3g}); "
                             f"rerun both with more seeds before deciding.")
 
 

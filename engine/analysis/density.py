@@ -23,6 +23,7 @@ import pandas as pd
 from engine.analysis.boundary import narrow_range
 from engine.analysis.findings import DENSE_SAMPLING, SPARSE_SAMPLING, Finding, num
 from engine.analysis.frames import direction, hp_column, ranked_results, unit_positions
+from engine.kinds import Mode
 from engine.space import ChoiceParam, Param, RangeParam, format_value
 from engine.spec import StudySpec
 
@@ -126,7 +127,7 @@ def _finding(
     spec: StudySpec, n_feasible: int, ids: tuple[int, ...], threshold: float, best: float,
     median: float, dims: tuple[DimensionDensity, ...],
 ) -> Finding:
-    op = "<=" if spec.mode == "min" else ">="
+    op = "<=" if spec.mode == Mode.MIN else ">="
     region = f"{spec.metric} {op} {format_value(threshold)}"
     evidence = {
         "n_feasible": n_feasible, "n_good": len(ids), "min_good": MIN_GOOD,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from engine.kinds import Mode, TrialKind
 from engine.space import ChoiceParam, Param, RangeParam
 from engine.store.base import MetricRow, Trial
 
@@ -29,7 +30,7 @@ CURVE_COLUMNS: tuple[str, ...] = ("trial_id", "step", "metric", "value")
 INFEASIBLE_STATES: tuple[str, ...] = ("DIVERGED", "FAILED")
 # Cancelled trials were stopped by a person, not by the point: they say nothing about feasibility.
 JUDGED_STATES: tuple[str, ...] = ("COMPLETED", "DIVERGED", "FAILED")
-RERUN_KIND = "rerun"
+RERUN_KIND = TrialKind.RERUN
 SEARCH_KIND = "search"
 
 
@@ -104,11 +105,7 @@ def curves_frame_from_columns(
 
 def direction(mode: str) -> float:
     """+1 for a metric to minimise, -1 for one to maximise (so ``direction * value`` is a loss)."""
-    if mode == "min":
-        return 1.0
-    if mode == "max":
-        return -1.0
-    raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
+    return Mode(mode).sign
 
 
 def feasible_mask(trials: pd.DataFrame) -> pd.Series:

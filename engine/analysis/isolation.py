@@ -35,6 +35,7 @@ from engine.analysis.frames import (
     ranked_results,
     search_trials,
 )
+from engine.kinds import Mode
 from engine.space import ChoiceParam, Param, format_value
 from engine.spec import StudySpec
 
@@ -103,7 +104,7 @@ def isolation_plot(trials: pd.DataFrame, spec: StudySpec, param: Param) -> Isola
     reruns = _rerun_stats(trials, best)
     order = [k for k in bounds if k in n_all.index]
     rows = tuple(_row(k, bounds[k], best, n_all, n_ok, n_bad, reruns) for k in order)
-    sign = 1.0 if spec.mode == "min" else -1.0
+    sign = Mode(spec.mode).sign
     valid = {i: sign * r.best_value for i, r in enumerate(rows) if r.best_value is not None}
     top = min(valid.values()) if valid else None
     tied = tuple(i for i, v in valid.items() if top is not None and _same(v, top))

@@ -14,10 +14,11 @@ import pandas as pd
 
 from engine.analysis.findings import SEED_IGNORED, STEPS_PAST_BUDGET, Finding, num
 from engine.analysis.frames import HP_PREFIX, SEARCH_KIND, feasible_mask
+from engine.kinds import TrialKind
 from engine.spec import StudySpec
 from engine.trial_checks import IdenticalReruns, identical, ignored_seed_message, step_overrun
 
-BASELINE_KIND = "baseline"
+BASELINE_KIND = TrialKind.BASELINE
 
 
 def seed_ignored_finding(trials: pd.DataFrame, spec: StudySpec) -> Finding | None:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engine.kinds import Mode
 from engine.runner.checkpoint_writer import CheckpointWriter, atomic_save
 from engine.store.base import Checkpoint, MetricRow, Storage, Trial
 
@@ -89,7 +90,7 @@ class TrialContext:
         self.device = device
         self.gpus = gpus  # GPUs the trial may use (0 on a CPU): torchrun --nproc_per_node
         self.params = dict(trial.params)
-        self.metric, self.mode = metric, mode
+        self.metric, self.mode = metric, Mode(mode)
         self.checkpoint_dir = checkpoint_dir
         self.stop_reason = StopReason.NONE
         self.diverged_at: tuple[int, str, float] | None = None
@@ -127,7 +128,7 @@ class TrialContext:
     def _better(self, value: float) -> bool:
         if self.best_value is None:
             return True
-        return value < self.best_value if self.mode == "min" else value > self.best_value
+        return self.mode.better(value, self.best_value)
 
     def flush(self) -> None:
         """Write buffered metric rows to the workspace (the whole group's, when shared)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.errors import TuneplayError
+from engine.kinds import Mode, TrialKind, Verdict
 
 SCHEMA_VERSION = 3  # 2: trials.group_key (fusion groups); 3: leases (host, lease_token, lease_expires)
 DEFAULT_LEASE_SECONDS = 60.0  # a claim's lease when the caller names none
@@ -68,7 +69,7 @@ class Baseline:
     version: int
     config: Mapping[str, Any]
     metric: str
-    mode: str  # "min" | "max"
+    mode: Mode
     max_train_steps: int
     note: str
     created_at: float
@@ -95,7 +96,7 @@ class NewTrial:
     params: Mapping[str, Any]
     seed: int
     point_index: int = -1  # the search point it came from; trials sharing it form a pairing
-    kind: str = "search"  # "search" | "rerun" | "baseline"
+    kind: TrialKind = TrialKind.SEARCH
     max_train_steps: int | None = None  # None: the study's
     group_key: str = ""  # trials with the same non-empty key may train fused in one worker
 
@@ -152,7 +153,7 @@ class Decision:
     id: int
     experiment_id: int
     study_id: int | None
-    verdict: str  # "adopt" | "reject" | "inconclusive"
+    verdict: Verdict
     candidate: Mapping[str, Any]
     baseline_version: int
     test: str

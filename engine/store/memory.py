@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
+from engine.kinds import Mode, TrialKind, Verdict
 from engine.store.base import (
     DEFAULT_LEASE_SECONDS,
     SCHEMA_VERSION,
@@ -136,7 +137,7 @@ class MemoryStorage:
             )
             baseline = Baseline(
                 self._new_id("baselines"), experiment_id, version,
-                _stored(config, "baseline config"), metric, mode, int(max_train_steps), note,
+                _stored(config, "baseline config"), metric, Mode(mode), int(max_train_steps), note,
                 time.time(),
             )
             self._baselines[baseline.id] = baseline
@@ -220,7 +221,7 @@ class MemoryStorage:
                     id=self._new_id("trials"), study_id=study_id, number=number + offset,
                     params=params[offset], seed=int(new.seed),
                     state=TrialState.QUEUED, attempt=0, point_index=new.point_index,
-                    kind=new.kind, max_train_steps=steps[offset], created_at=now,
+                    kind=TrialKind(new.kind), max_train_steps=steps[offset], created_at=now,
                     group_key=new.group_key,
                 )
                 self._trials[trial.id] = trial
@@ -502,7 +503,7 @@ class MemoryStorage:
         def write() -> Decision:
             self._get(self._experiments, "experiment", experiment_id)
             decision = Decision(
-                self._new_id("decisions"), experiment_id, study_id, verdict,
+                self._new_id("decisions"), experiment_id, study_id, Verdict(verdict),
                 _stored(candidate, "decision candidate"), int(baseline_version), test,
                 _stored(stats, "decision stats"), rationale, complexity_note, time.time(),
             )

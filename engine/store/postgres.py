@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from engine.kinds import TrialKind
 from engine.store.base import (
     DEFAULT_LEASE_SECONDS,
     Baseline,
@@ -99,6 +100,7 @@ _T_COLS = ", ".join(f"t.{c}" for c in _TRIAL_FIELDS)
 def _trial(r: Sequence[Any]) -> Trial:
     fields = dict(zip(_TRIAL_FIELDS, r))
     fields["params"], fields["state"] = json.loads(fields["params"]), TrialState(fields["state"])
+    fields["kind"] = TrialKind(fields["kind"])
     return Trial(**fields)
 
 

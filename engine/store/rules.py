@@ -6,10 +6,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from engine.kinds import Mode, Verdict
 from engine.store.base import NewTrial, StoreError, Study
 
-MODES = ("min", "max")
-VERDICTS = ("adopt", "reject", "inconclusive")
+MODES = tuple(Mode)
+VERDICTS = tuple(Verdict)
 
 
 def check_mode(mode: str) -> None:

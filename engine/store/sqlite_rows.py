@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from engine.kinds import Mode, TrialKind, Verdict
 from engine.store.base import (
     Baseline,
     Checkpoint,
@@ -59,7 +60,7 @@ def experiment_from_row(r: Sequence[Any]) -> Experiment:
 
 
 def baseline_from_row(r: Sequence[Any]) -> Baseline:
-    return Baseline(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8])
+    return Baseline(r[0], r[1], r[2], json.loads(r[3]), r[4], Mode(r[5]), r[6], r[7], r[8])
 
 
 def study_from_row(r: Sequence[Any]) -> Study:
@@ -69,7 +70,7 @@ def study_from_row(r: Sequence[Any]) -> Study:
 def trial_from_row(r: Sequence[Any]) -> Trial:
     return Trial(
         id=r[0], study_id=r[1], number=r[2], params=json.loads(r[3]), seed=r[4],
-        state=TrialState(r[5]), attempt=r[6], point_index=r[7], kind=r[8],
+        state=TrialState(r[5]), attempt=r[6], point_index=r[7], kind=TrialKind(r[8]),
         max_train_steps=r[9], created_at=r[10], started_at=r[11], finished_at=r[12],
         heartbeat_at=r[13], device=r[14], worker=r[15], best_step=r[16],
         best_value=decode_float(r[17]), steps_done=r[18], wall_time=r[19], error=r[20],
@@ -83,7 +84,7 @@ def checkpoint_from_row(r: Sequence[Any]) -> Checkpoint:
 
 def decision_from_row(r: Sequence[Any]) -> Decision:
     return Decision(
-        r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], json.loads(r[7]), r[8], r[9], r[10]
+        r[0], r[1], r[2], Verdict(r[3]), json.loads(r[4]), r[5], r[6], json.loads(r[7]), r[8], r[9], r[10]
     )
 
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.kinds import Mode
+
 
 @dataclass(frozen=True)
 class HParamInfo:
@@ -38,7 +40,7 @@ class WorkloadInfo:
     description: str = ""
     shape_keys: tuple[str, ...] = ()  # hyperparameters that change tensor shapes (fusion)
     default_metric: str = "val_error"
-    default_mode: str = "min"
+    default_mode: Mode = Mode.MIN
     fusable: bool = False  # a fused trainer exists (built-in, or @fused_with on a Python entry)
     fuse_keys: tuple[str, ...] | None = None  # must be equal within a fused group (None: non-floats)
     source_dir: str = ""  # the sys.path entry a Python entry point was found under

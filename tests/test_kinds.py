@@ -1,0 +1,43 @@
+"""The closed name sets are enums that are their stored strings, so old records read back
+and new ones store the same text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.kinds import Mode, Search, TrialKind, Verdict
+from engine.spec import parse_study, spec_from_dict
+from engine.store import MemoryStorage, NewTrial, open_store
+
+STUDY = '[study]\nname = "s"\nworkload = "builtin:digits-mlp"\nmax_train_steps = 10\nbudget = 2\nmode = "max"\nsearch = "bayesian"\nmetric = "val_error"\n[nuisance]\nlearning_rate = { low = 0.01, high = 0.1, scale = "log" }\n'
+
+
+def test_mode_sign_and_order() -> None:
+    assert (Mode.MIN.sign, Mode.MAX.sign) == (1.0, -1.0)
+    assert Mode.MIN.better(0.1, 0.2) and Mode.MAX.better(0.2, 0.1) and not Mode.MAX.better(0.1, 0.1)
+    assert Mode("min") is Mode.MIN and f"{Mode.MAX}" == "max" and json.dumps(Mode.MAX) == '"max"'
+    with pytest.raises(ValueError):
+        Mode("minimum")
+
+
+def test_a_spec_carries_enums_and_round_trips() -> None:
+    spec = parse_study(STUDY, "s.toml")
+    assert spec.mode is Mode.MAX and spec.search is Search.BAYESIAN
+    again = spec_from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and again.mode is Mode.MAX and again.search is Search.BAYESIAN
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_stores_give_back_enums(kind: str, tmp_path: Path) -> None:
+    store = MemoryStorage() if kind == "memory" else open_store(tmp_path / "ws")
+    exp = store.create_experiment("e", "builtin:x")
+    base = store.add_baseline(exp.id, {"lr": 0.1}, "val_error", "min", 10)
+    study = store.create_study(exp.id, "s", {"max_train_steps": 10}, seed=0)
+    (trial,) = store.add_trials(study.id, [NewTrial({"lr": 0.1}, 1, kind="rerun")])
+    decision = store.record_decision(exp.id, study.id, "adopt", {}, 1, "welch", {}, "why", "")
+    assert base.mode is Mode.MIN and store.list_baselines(exp.id)[0].mode is Mode.MIN
+    assert trial.kind is TrialKind.RERUN and store.get_trial(trial.id).kind is TrialKind.RERUN
+    assert decision.verdict is Verdict.ADOPT and store.list_decisions()[0].verdict is Verdict.ADOPT
