@@ -105,7 +105,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
     for i, c in enumerate(plan.candidates, 1):
         print(f"  candidate {i}: " + ", ".join(f"{k}={v}" for k, v in c.items()))
     print("  baseline:    " + ", ".join(f"{k}={v}" for k, v in plan.baseline.items()))
-    note = seed_note(study.spec.get("workload"))
+    from engine.spec import stored_study
+
+    note = seed_note(stored_study(study).spec.workload)
     if note:
         print(note)
     if args.store:  # the hosts serving the shared store run them; none: this machine's engine

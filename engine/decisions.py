@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.analysis import Comparison, analyze_study, compare, complexity_note, trials_frame
 from engine.kinds import Mode, TrialKind, Verdict
+from engine.spec import stored_study
 from engine.store.base import Baseline, Decision, Storage, StoreError, Study, Trial, TrialState
 from engine.workspace import enqueue_reruns, study_spec
 
@@ -81,7 +82,7 @@ def plan_reruns(store: Storage, study: Study, best_k: int, seeds: int) -> RerunP
     by_id = {t.id: t for t in trials}
     candidates = [dict(by_id[i].params) for i in report.top_trial_ids[:best_k]]
     names = spec.hyperparameter_names
-    base_cfg = dict(study.spec.get("base_config", {}))
+    base_cfg = dict(stored_study(study).base_config)
     baseline = {k: latest_baseline(store, study).config.get(k, base_cfg.get(k)) for k in names}
     baseline = {k: v for k, v in baseline.items() if v is not None}
     seed_list = rerun_seeds(study, trials, seeds)

@@ -13,9 +13,9 @@ from typing import Any
 
 from engine import workspace as ws_ops
 from engine.facade import DeviceUsage, ExperimentSummary, Snapshot, StudySummary
-from engine.kinds import Mode, Search, TrialKind
+from engine.kinds import Search, TrialKind
 from engine.runner.control import engine_status, host_runtime, start_engine, stop_engine
-from engine.spec import StudySpec, load_study, parse_study
+from engine.spec import StudySpec, load_study, parse_study, stored_study
 from engine.status import best_trial, engine_hosts, rerun_progress
 from engine.store import connect, redact_url
 from engine.store.base import Baseline, Experiment, MetricRow, Study, Trial
@@ -64,7 +64,7 @@ class LocalFacade:
 
     def _summary(self, study: Study) -> StudySummary:
         trials = self.store.list_trials(study.id)
-        best = best_trial(trials, study.spec.get("mode", Mode.MIN))
+        best = best_trial(trials, stored_study(study).spec.mode)
         return StudySummary(study, dict(Counter(t.state.value for t in trials)), len(trials),
                             best.best_value if best else None, best.id if best else None,
                             rerun_progress(trials))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import TuneplayError
-from engine.kinds import Mode, Search
+from engine.kinds import Mode, Search, TrialKind
 from engine.space import SCALES, ChoiceParam, Param, RangeParam, Scalar
 from engine.workloads.base import WorkloadInfo
 from engine.workloads.command import (
@@ -159,6 +159,44 @@ def spec_from_dict(d: Mapping[str, Any]) -> StudySpec:
         scientific=tuple(_param_from_dict(p) for p in d.get("scientific", [])),
         source=d.get("source", ""),
     )
+
+
+@dataclass(frozen=True)
+class StoredStudy:
+    """A study as the store keeps it (``Study.spec``): the validated spec plus what launching
+    it fixed: the baseline configuration its trials start from, the baseline version, and
+    whether it is a run of the baseline itself. The one way to read a stored study's keys.
+    """
+
+    spec: StudySpec
+    base_config: Mapping[str, Scalar] = field(default_factory=dict)
+    baseline_version: int | None = None
+    kind: TrialKind | None = None  # TrialKind.BASELINE for a run of the baseline itself
+
+    def hyperparameters(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's full configuration: the baseline's, overridden by the trial's own."""
+        return {**self.base_config, **params}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = self.spec.to_dict()
+        out["base_config"] = dict(self.base_config)
+        if self.baseline_version is not None:
+            out["baseline_version"] = self.baseline_version
+        if self.kind is not None:
+            out["kind"] = self.kind.value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StoredStudy:
+        kind = d.get("kind")
+        version = d.get("baseline_version")
+        return cls(spec_from_dict(d), dict(d.get("base_config", {})),
+                   None if version is None else int(version), TrialKind(kind) if kind else None)
+
+
+def stored_study(study: Any) -> StoredStudy:
+    """The typed form of a stored ``Study``'s spec."""
+    return StoredStudy.from_dict(study.spec)
 
 
 # --------------------------------------------------------------------------- loading

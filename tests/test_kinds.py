@@ -41,3 +41,24 @@ def test_stores_give_back_enums(kind: str, tmp_path: Path) -> None:
     assert base.mode is Mode.MIN and store.list_baselines(exp.id)[0].mode is Mode.MIN
     assert trial.kind is TrialKind.RERUN and store.get_trial(trial.id).kind is TrialKind.RERUN
     assert decision.verdict is Verdict.ADOPT and store.list_decisions()[0].verdict is Verdict.ADOPT
+
+
+def test_a_stored_study_round_trips_through_its_typed_form() -> None:
+    from engine.spec import StoredStudy
+
+    stored = StoredStudy(parse_study(STUDY, "s.toml"), {"optimizer": "adam", "width": 64}, 2, TrialKind.BASELINE)
+    as_json = json.loads(json.dumps(stored.to_dict()))
+    assert StoredStudy.from_dict(as_json) == stored
+    assert stored.hyperparameters({"learning_rate": 0.05}) == {"optimizer": "adam", "width": 64, "learning_rate": 0.05}
+    # a study stored before these keys existed reads back with their defaults
+    bare = {k: v for k, v in as_json.items() if k not in ("base_config", "baseline_version", "kind", "gpus_per_trial")}
+    old = StoredStudy.from_dict(bare)
+    assert (old.base_config, old.baseline_version, old.kind, old.spec.gpus_per_trial) == ({}, None, None, 1)
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].glob("studies/*.toml")))
+def test_every_shipped_study_round_trips(path: Path) -> None:
+    from engine.spec import load_study
+
+    spec = load_study(str(path))
+    assert spec_from_dict(json.loads(json.dumps(spec.to_dict()))) == spec

@@ -44,6 +44,7 @@ from engine.runner.checkpoint_writer import remove_orphans
 from engine.runner.command import HOST_ENV, end_orphan, end_orphans
 from engine.runner.lock import EngineLock, engine_pid, is_engine_process  # noqa: F401 (re-exported)
 from engine.runner.slots import HostSlots, Slot
+from engine.spec import stored_study
 from engine.store import DiskFullError, connect, disk_full, is_shared, redact_url, store_url
 from engine.store.base import Storage, StoreError, Study, Trial, TrialProgress, TrialState
 
@@ -62,7 +63,7 @@ log = logging.getLogger("tuneplay.engine")
 
 def study_width(study: Study) -> int:
     """A stored study's ``gpus_per_trial`` (studies stored before the key existed: 1)."""
-    return int(study.spec.get("gpus_per_trial", 1) or 1)
+    return stored_study(study).spec.gpus_per_trial
 
 
 def wide_studies(store: Storage) -> dict[int, int]:

@@ -37,7 +37,7 @@ from engine.runner.finishing import EndKind, Handover, attempt_end, group_ends, 
 from engine.runner.grouping import group_size
 from engine.runner.lease import FencedStore
 from engine.runner.saver import SaverPool, savers_for
-from engine.spec import spec_from_dict
+from engine.spec import StoredStudy, stored_study
 from engine.store import DiskFullError, connect
 from engine.store.base import (
     DEFAULT_LEASE_SECONDS,
@@ -77,6 +77,7 @@ class Worker:
         self.finishing: list[TrialContext] = []  # trained; waiting for their checkpoints to be written
         self._finishing_lock = threading.Lock()
         self._studies: dict[int, Study] = {}
+        self._models: dict[int, StoredStudy] = {}
         self._functions: dict[str, Callable[..., Any]] = {}
         self._parent = os.getppid()
         self.savers = SaverPool(savers, workspace / "checkpoints")
@@ -124,7 +125,7 @@ class Worker:
             return True
         width = max(1, len(self.gpus))  # a CPU worker runs trials of one GPU (on the CPU)
         studies = self.store.list_studies()
-        wider = {s.id for s in studies if int(s.spec.get("gpus_per_trial", 1) or 1) > width}
+        wider = {s.id for s in studies if stored_study(s).spec.gpus_per_trial > width}
         oldest = self.store.list_trials(states=[TrialState.QUEUED])[:1] if wider else []
         if oldest and oldest[0].study_id in wider:
             self._too_wide_until = now + self._TOO_WIDE_RECHECK_SECONDS
@@ -141,9 +142,9 @@ class Worker:
         trial_study = self.store.list_trials(states=[TrialState.QUEUED])[:1]
         if not trial_study:
             return None
-        study = self._study(trial_study[0].study_id)
-        info = resolve_workload(study.spec["workload"], base_dir=study.spec.get("workload_dir") or None)
-        return auto_group_size(info, {**study.spec.get("base_config", {}), **trial_study[0].params}, self.device)
+        model = self._model(trial_study[0].study_id)
+        info = resolve_workload(model.spec.workload, base_dir=model.spec.workload_dir or None)
+        return auto_group_size(info, model.hyperparameters(trial_study[0].params), self.device)
 
     def stop(self, *_: Any) -> None:
         """Finish the current step, checkpoint, leave running trials PAUSED, then exit."""
@@ -164,8 +165,7 @@ class Worker:
             self.run_one(trial)
 
     def run_one(self, trial: Trial) -> None:
-        study = self._study(trial.study_id)
-        spec = spec_from_dict(study.spec)
+        spec = self._model(trial.study_id).spec
         ctx = TrialContext(
             self.store, trial, spec.metric, spec.mode, spec.eval_every,
             self.workspace / "checkpoints" / str(trial.id), self.device, self.writer,
@@ -176,7 +176,7 @@ class Worker:
         started = time.monotonic()
         error, state = "", TrialState.COMPLETED
         try:
-            hp = {**study.spec.get("base_config", {}), **trial.params}
+            hp = self._model(trial.study_id).hyperparameters(trial.params)
             if isinstance(spec.workload, CommandWorkload):
                 from engine.runner.command import run_command
 
@@ -198,8 +198,7 @@ class Worker:
 
     def run_fused(self, trials: Sequence[Trial]) -> None:
         """Train the group as one computation; each trial still ends on its own."""
-        study = self._study(trials[0].study_id)
-        spec = spec_from_dict(study.spec)
+        spec = self._model(trials[0].study_id).spec
         contexts = []
         shared = MetricBuffer()  # one flush for the whole group
         for trial in trials:
@@ -215,7 +214,7 @@ class Worker:
         started = time.monotonic()
         error, state = "", TrialState.COMPLETED
         try:
-            hps = [{**self._study(t.study_id).spec.get("base_config", {}), **t.params} for t in trials]
+            hps = [self._model(t.study_id).hyperparameters(t.params) for t in trials]
             fused = self._fused_function(trials[0])
             assert fused is not None
             fused(hps, contexts)
@@ -267,15 +266,15 @@ class Worker:
             log.exception("recording the end of fused group %s failed", [t.id for t in trials])
 
     def _fused_function(self, trial: Trial) -> Callable[..., Any] | None:
-        spec = self._study(trial.study_id).spec
-        ref = spec.get("workload")
+        spec = self._model(trial.study_id).spec
+        ref = spec.workload
         if not isinstance(ref, str):
             return None
         try:
             from engine.workloads.fused import fused_train_function
         except ImportError:
             return None
-        return fused_train_function(resolve_workload(ref, base_dir=spec.get("workload_dir") or None))
+        return fused_train_function(resolve_workload(ref, base_dir=spec.workload_dir or None))
 
     def _finish(self, ctx: TrialContext, trial: Trial, state: TrialState, error: str, seconds: float) -> None:
         try:
@@ -306,6 +305,12 @@ class Worker:
         if study_id not in self._studies:
             self._studies[study_id] = self.store.get_study(study_id)
         return self._studies[study_id]
+
+    def _model(self, study_id: int) -> StoredStudy:
+        """The study's stored spec, typed (read once per study)."""
+        if study_id not in self._models:
+            self._models[study_id] = stored_study(self._study(study_id))
+        return self._models[study_id]
 
     def _function(self, ref: str, base_dir: str = "") -> Callable[..., Any]:
         """The training function, imported once, from the study file's folder if need be."""
