@@ -192,13 +192,13 @@ def test_two_hosts_share_a_study_and_match_sqlite(cluster: Cluster, tmp_path: Pa
 def test_a_frozen_host_loses_its_trial_and_its_late_writes_are_refused(cluster: Cluster) -> None:
     (cluster.path / "slow.py").write_text(SLOW)
     (cluster.path / "s.toml").write_text(SLOW_STUDY.format(name="frozen", steps=60, budget=1, sleep=0.1))
-    a = cluster.start("a", lease=3)
+    a = cluster.start("a", lease=5)
     cluster.tuneplay("run", "s.toml")
     store = cluster.store()
     trial = _wait("a checkpointed trial on host a", lambda: _checkpointed_on(store, "a"))
     os.killpg(a, signal.SIGSTOP)  # the engine and its workers: a host cut off mid-trial
     try:
-        cluster.start("b", lease=3)
+        cluster.start("b", lease=5)
         done = _wait("host b to finish the trial", lambda: (
             t := store.get_trial(trial.id)).state.is_finished() and t, timeout=180)
     finally:
@@ -222,7 +222,7 @@ def test_a_frozen_host_loses_its_trial_and_its_late_writes_are_refused(cluster: 
 def test_a_killed_host_s_trials_resume_elsewhere_from_their_checkpoints(cluster: Cluster) -> None:
     (cluster.path / "slow.py").write_text(SLOW)
     (cluster.path / "s.toml").write_text(SLOW_STUDY.format(name="killed", steps=50, budget=2, sleep=0.08))
-    a = cluster.start("a", lease=3, slots=2)
+    a = cluster.start("a", lease=5, slots=2)
     cluster.tuneplay("run", "s.toml")
     store = cluster.store()
     _wait("both trials checkpointed on a", lambda: len(
@@ -230,7 +230,7 @@ def test_a_killed_host_s_trials_resume_elsewhere_from_their_checkpoints(cluster:
          if any(c.kind == "latest" and c.step >= 5 for c in store.get_checkpoints(t.id))]) == 2)
     os.killpg(a, signal.SIGKILL)
     cluster.hosts.remove("a")
-    cluster.start("b", lease=3, slots=2)
+    cluster.start("b", lease=5, slots=2)
     _wait("all trials done", lambda: all(t.state.is_finished() for t in store.list_trials()), timeout=180)
     trials = store.list_trials()
     assert [(t.state, t.host, t.attempt) for t in trials] == [(TrialState.COMPLETED, "b", 2)] * 2
