@@ -41,7 +41,8 @@ def register(sub: Any) -> None:
     p.add_argument("workload", metavar="WORKLOAD", help="e.g. builtin:digits-mlp")
     p.add_argument("--max-batch", type=int, default=4096, metavar="N")
     p.add_argument("--min-batch", type=int, default=8, metavar="N")
-    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a hyperparameter for the probe (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="a hyperparameter for the probe (repeatable)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(handler=cmd_probe)

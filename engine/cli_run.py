@@ -15,7 +15,8 @@ from engine.store import redact_url
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="create or continue a study, enqueue its trials, make sure the engine runs")
     p.add_argument("file", metavar="FILE")
-    p.add_argument("--wait", action="store_true", help="show progress until the study finishes (Ctrl-C stops waiting, not training)")
+    p.add_argument("--wait", action="store_true",
+                   help="show progress until the study finishes (Ctrl-C stops waiting, not training)")
     p.add_argument("--no-engine", action="store_true",
                    help="only enqueue; start no engine here (with --store, one starts only when no host serves)")
     _slot_args(p)
@@ -61,7 +62,8 @@ def register(sub: Any) -> None:
 
 def _slot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slots-per-gpu", type=int, default=1, metavar="N", help="workers per GPU (default 1)")
-    p.add_argument("--cpu-slots", type=int, default=None, metavar="N", help="workers when there is no GPU (default: one per core)")
+    p.add_argument("--cpu-slots", type=int, default=None, metavar="N",
+                   help="workers when there is no GPU (default: one per core)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -115,7 +115,9 @@ def curves_differ(store: Storage, group: Sequence[Trial]) -> bool:
     return len(shapes) > 1
 
 
-def decide(store: Storage, study: Study, adopt: bool = False, alpha: float = 0.05, force: bool = False) -> DecisionResult:
+def decide(
+    store: Storage, study: Study, adopt: bool = False, alpha: float = 0.05, force: bool = False,
+) -> DecisionResult:
     """Compare the best rerun candidate with the baseline reruns and record the verdict.
 
     With ``adopt``, an ADOPT verdict (or any verdict with ``force``) launches the next

@@ -547,7 +547,9 @@ def _param(ck: _Checker, role: str, key: str, body: Any) -> Param:
     return RangeParam(key, low, high, scale)
 
 
-def _check_roles(ck: _Checker, fixed: Mapping[str, Any], nuisance: tuple[Param, ...], scientific: tuple[Param, ...]) -> None:
+def _check_roles(
+    ck: _Checker, fixed: Mapping[str, Any], nuisance: tuple[Param, ...], scientific: tuple[Param, ...],
+) -> None:
     seen: dict[str, str] = {name: "fixed" for name in fixed}
     for role, params in (("nuisance", nuisance), ("scientific", scientific)):
         for p in params:
@@ -560,7 +562,8 @@ def _check_search(ck: _Checker, spec: StudySpec) -> None:
     if spec.scientific_mode == "per_value":
         for p in spec.scientific:
             if isinstance(p, RangeParam):
-                raise ck.fail("scientific", p.name, "a range needs scientific_mode = \"joint\" (per_value compares listed values)")
+                raise ck.fail("scientific", p.name,
+                              "a range needs scientific_mode = \"joint\" (per_value compares listed values)")
         combos = math.prod(len(p.values) for p in spec.scientific if isinstance(p, ChoiceParam))
         if spec.budget < combos:
             raise ck.fail("study", "budget", f"{spec.budget} is fewer than the {combos} scientific values to compare")
@@ -582,7 +585,8 @@ def _check_against_workload(
                         ("scientific", [p.name for p in scientific])):
         for hp in names:
             if hp not in accepted:
-                raise ck.fail(role, hp, f"workload {info.ref} does not accept this hyperparameter (it accepts: {known})")
+                raise ck.fail(
+                    role, hp, f"workload {info.ref} does not accept this hyperparameter (it accepts: {known})")
     for hp, value in fixed.items():
         reason = _value_problem(accepted[hp], value)
         if reason:

@@ -68,7 +68,9 @@ class CheckpointWriter:
         self.last_batch: dict[str, float] = {}  # the same for the last batch, with its size ("files")
         threading.Thread(target=self._loop, daemon=True, name="checkpoint-writer").start()
 
-    def submit(self, trial_id: int, kind: str, step: int, path: Path, value: float | None, state: dict[str, Any]) -> None:
+    def submit(
+        self, trial_id: int, kind: str, step: int, path: Path, value: float | None, state: dict[str, Any],
+    ) -> None:
         job = _Job(trial_id, kind, step, path, value, state)
         if self._held is not None:
             self._held.append(job)

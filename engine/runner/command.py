@@ -98,7 +98,8 @@ def run_command(
     if code != 0:
         raise CommandFailed(f"{_describe_exit(code)}{reader.last_line_text()} (log: {log_path})")
     if ctx.best_value is None and ctx.diverged_at is None:
-        hint = "" if workload.stdout else "; to read it from what the program prints, give [study.workload] stdout patterns"
+        hint = "" if workload.stdout else (
+            "; to read it from what the program prints, give [study.workload] stdout patterns")
         raise CommandFailed(f"reported no {ctx.metric}; last output line: "
                             f"{reader.last_line!r} (log: {log_path}){hint}")
 

@@ -523,7 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the workspace folder (with a shared store: the shared folder)")
     parser.add_argument("--slots-per-gpu", type=int, default=1)
     parser.add_argument("--cpu-slots", type=int, default=None)
-    parser.add_argument("--store", default=None, help="store URL (default: $TUNEPLAY_STORE, else the workspace's SQLite)")
+    parser.add_argument("--store", default=None,
+                        help="store URL (default: $TUNEPLAY_STORE, else the workspace's SQLite)")
     parser.add_argument("--checkpoints", default=None,
                         help="with a shared store: the folder every host shares ($TUNEPLAY_CHECKPOINTS)")
     parser.add_argument("--host", default=None, help="this engine's host name (default: the hostname)")

@@ -2,8 +2,9 @@
 loop (the stacked building blocks are in :mod:`engine.workloads.fused_parts`).
 
 A fused group keeps K trials' parameters in one flat ``(K, N)`` tensor and hands the model
-code ``(K, *shape)`` views of it that require grad. One backward pass gives every trial's gradient (the trials' losses are
-independent, so the gradient of their sum is each trial's own), and
+code ``(K, *shape)`` views of it that require grad. One backward pass gives every trial's
+gradient (the trials' losses are independent, so the gradient of their sum is each trial's
+own), and
 :class:`~engine.workloads.fused_optim.StackedOptimizer` updates all of them at once.
 
 Row ``r`` of every stacked tensor belongs to one trial; when trials leave the group (diverged,
@@ -196,7 +197,8 @@ class FusedTrainer:
             return None
         if self._host is None or self._host[0] != step:
             tensors = {"flat": self.params.flat, **self.optimizer.state}
-            copy_ = (lambda t: t.detach().to("cpu")) if self.device.startswith("cuda") else (lambda t: t.detach().clone())
+            on_gpu = self.device.startswith("cuda")
+            copy_ = (lambda t: t.detach().to("cpu")) if on_gpu else (lambda t: t.detach().clone())
             self._host = (step, {name: copy_(t) for name, t in tensors.items()})
         return self._host[1]
 
