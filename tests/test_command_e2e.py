@@ -75,7 +75,8 @@ def test_an_argparse_script_is_tuned_by_its_study_file_alone(project: Project) -
         argv = attempts(project, t.id)[0]
         assert "--layernorm" in argv and not any(a.startswith("--layernorm=") for a in argv)
         assert f"--out_dir={project.workspace / 'checkpoints' / str(t.id) / 'out'}" in argv
-        digests.add(hashlib.sha256((project.workspace / "checkpoints" / str(t.id) / "out" / "ckpt.pt").read_bytes()).hexdigest())
+        saved = project.workspace / "checkpoints" / str(t.id) / "out" / "ckpt.pt"
+        digests.add(hashlib.sha256(saved.read_bytes()).hexdigest())
     assert len(digests) == 4
 
 

@@ -63,10 +63,16 @@ def line(text: str, key: str) -> int:
 
 
 BAD = {
-    "bad_regex": ("stdout = ['^step (?P<step>\\\\d+): val loss (?P<val_loss>[\\\\d.]+']", "stdout", "stdout", "bad regular expression"),
+    "bad_regex": (
+        "stdout = ['^step (?P<step>\\\\d+): val loss (?P<val_loss>[\\\\d.]+']",
+        "stdout", "stdout", "bad regular expression"),
     "no_named_group": ("stdout = ['^step (\\\\d+): val loss ([\\\\d.]+)']", "stdout", "stdout", "no named group"),
-    "metric_not_captured": ("stdout = ['^step (?P<step>\\\\d+): loss (?P<loss>[\\\\d.]+)']", "stdout", "stdout", "no pattern captures the study's metric 'val_loss'"),
-    "unknown_placeholder": ('resume = ["--resume={checkpoint_folder}"]', "resume", "resume", "unknown placeholder {checkpoint_folder}"),
+    "metric_not_captured": (
+        "stdout = ['^step (?P<step>\\\\d+): loss (?P<loss>[\\\\d.]+)']",
+        "stdout", "stdout", "no pattern captures the study's metric 'val_loss'"),
+    "unknown_placeholder": (
+        'resume = ["--resume={checkpoint_folder}"]',
+        "resume", "resume", "unknown placeholder {checkpoint_folder}"),
     "unknown_bools": ('bools = "yes"', "bools", "bools", "must be one of lower, python, flag"),
     "unknown_key": ('shell = true', "shell", "shell", "unknown key"),
     "cwd_missing": ('cwd = "no-such-folder"', "cwd", "cwd", "is not a folder"),
@@ -75,7 +81,9 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
-def test_every_new_key_is_validated_with_file_line_and_key(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_new_key_is_validated_with_file_line_and_key(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     extra, key, at, reason = BAD[case]
     base = STUDY.format(exe='"python"')
     if extra.split(" =")[0] in ("stdout", "bools", "cwd"):
@@ -90,7 +98,9 @@ def test_every_new_key_is_validated_with_file_line_and_key(case: str, tmp_path: 
     assert reason in err and len(err.splitlines()) == 1
 
 
-def test_a_script_missing_from_cwd_fails_validation_not_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_script_missing_from_cwd_fails_validation_not_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     path = write_study(tmp_path, STUDY.format(exe='"python"').replace('"train.py"', '"trian.py"'))
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
@@ -107,7 +117,8 @@ def test_gpus_per_trial_is_checked(tmp_path: Path) -> None:
 
 def test_the_inline_form_and_a_plain_string_command_stay_valid(tmp_path: Path) -> None:
     (tmp_path / "t.py").write_text("")
-    text = f'[study]\nname = "x"\nworkload = {{ command = [{sys.executable!r}, "t.py"] }}\nmax_train_steps = 5\nbudget = 1\n'
+    text = (f'[study]\nname = "x"\nworkload = {{ command = [{sys.executable!r}, "t.py"] }}\n'
+            'max_train_steps = 5\nbudget = 1\n')
     spec = load_study(write_study(tmp_path, text.replace("'", '"')))
     assert isinstance(spec.workload, CommandWorkload) and spec.workload.args == "--{name}={value}"
 

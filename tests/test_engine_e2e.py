@@ -234,7 +234,8 @@ def test_engine_outlives_the_terminal_that_started_it(project: Project) -> None:
     time.sleep(0.5)
     assert project.tuneplay("engine", "status").returncode == 0
     store = project.store()
-    wait_until(lambda: len(store.list_trials()) == 6 and all(t.state == TrialState.COMPLETED for t in store.list_trials()), timeout=180)
+    wait_until(lambda: len(store.list_trials()) == 6
+               and all(t.state == TrialState.COMPLETED for t in store.list_trials()), timeout=180)
 
 
 USER_FUSED = '''

@@ -12,7 +12,18 @@ from engine.kinds import Mode, Search, TrialKind, Verdict
 from engine.spec import parse_study, spec_from_dict
 from engine.store import MemoryStorage, NewTrial, open_store
 
-STUDY = '[study]\nname = "s"\nworkload = "builtin:digits-mlp"\nmax_train_steps = 10\nbudget = 2\nmode = "max"\nsearch = "bayesian"\nmetric = "val_error"\n[nuisance]\nlearning_rate = { low = 0.01, high = 0.1, scale = "log" }\n'
+STUDY = """\
+[study]
+name = "s"
+workload = "builtin:digits-mlp"
+max_train_steps = 10
+budget = 2
+mode = "max"
+search = "bayesian"
+metric = "val_error"
+[nuisance]
+learning_rate = { low = 0.01, high = 0.1, scale = "log" }
+"""
 
 
 def test_mode_sign_and_order() -> None:

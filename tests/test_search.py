@@ -64,7 +64,8 @@ def test_sequence_continues_and_new_seed_replicates() -> None:
 
 
 def test_per_value_shares_nuisance_points_and_seeds() -> None:
-    text = FOUR_D.format(seed=0).replace("budget = 64", "budget = 6") + '[scientific]\nactivation = { values = ["relu", "tanh"] }\n'
+    text = (FOUR_D.format(seed=0).replace("budget = 64", "budget = 6")
+            + '[scientific]\nactivation = { values = ["relu", "tanh"] }\n')
     spec = parse_study(text)
     trials = quasi_random_trials(spec, 0, 3)
     assert total_trials(spec) == 6 and len(trials) == 6

@@ -70,23 +70,43 @@ BAD_CASES = {
     "unknown_key": (GOOD.replace("seed = 0", "seed = 0\nsead = 1"), 12, "study.sead", "unknown key"),
     "unknown_table": (GOOD + "[extra]\nx = 1\n", 20, "extra", "unknown table"),
     "missing_required": (GOOD.replace('name = "digits-mlp-lr"\n', ""), 1, "study.name", "missing required key"),
-    "low_ge_high": (GOOD.replace("low = 1e-4, high = 1e-1", "low = 1e-1, high = 1e-4"), 16, "nuisance.learning_rate", "must be below high"),
-    "log_low_nonpositive": (GOOD.replace("low = 1e-6, high = 1e-2", "low = 0.0, high = 1e-2"), 17, "nuisance.weight_decay", "log scale needs low > 0"),
+    "low_ge_high": (
+        GOOD.replace("low = 1e-4, high = 1e-1", "low = 1e-1, high = 1e-4"),
+        16, "nuisance.learning_rate", "must be below high"),
+    "log_low_nonpositive": (
+        GOOD.replace("low = 1e-6, high = 1e-2", "low = 0.0, high = 1e-2"),
+        17, "nuisance.weight_decay", "log scale needs low > 0"),
     "empty_values": (GOOD.replace('["relu", "tanh"]', "[]"), 19, "scientific.activation", "non-empty"),
-    "two_roles": (GOOD.replace('batch_size = 64', 'batch_size = 64\nlearning_rate = 0.01'), 17, "nuisance.learning_rate", "both fixed and nuisance"),
-    "workload_unresolved": (GOOD.replace("builtin:digits-mlp", "builtin:nope"), 3, "study.workload", "unknown built-in workload"),
-    "python_workload_missing": (GOOD.replace("builtin:digits-mlp", "no_such_pkg.train:main"), 3, "study.workload", "cannot find"),
-    "command_missing": (GOOD.replace('"builtin:digits-mlp"', '{ command = ["/no/such/exe"] }'), 3, "study.workload.command", "not an executable"),
-    "hp_not_accepted": (GOOD.replace("batch_size = 64", "batch_size = 64\nfrobnicate = 3"), 15, "fixed.frobnicate", "does not accept"),
+    "two_roles": (
+        GOOD.replace('batch_size = 64', 'batch_size = 64\nlearning_rate = 0.01'),
+        17, "nuisance.learning_rate", "both fixed and nuisance"),
+    "workload_unresolved": (
+        GOOD.replace("builtin:digits-mlp", "builtin:nope"),
+        3, "study.workload", "unknown built-in workload"),
+    "python_workload_missing": (
+        GOOD.replace("builtin:digits-mlp", "no_such_pkg.train:main"),
+        3, "study.workload", "cannot find"),
+    "command_missing": (
+        GOOD.replace('"builtin:digits-mlp"', '{ command = ["/no/such/exe"] }'),
+        3, "study.workload.command", "not an executable"),
+    "hp_not_accepted": (
+        GOOD.replace("batch_size = 64", "batch_size = 64\nfrobnicate = 3"),
+        15, "fixed.frobnicate", "does not accept"),
     "bad_toml": (GOOD.replace("budget = 16", "budget = = 16"), 9, "toml", "invalid TOML"),
     "nonfinite": (GOOD.replace("high = 1e-1", "high = inf"), 16, "nuisance.learning_rate", "non-finite"),
     "nan_fixed": (GOOD.replace("batch_size = 64", "batch_size = nan"), 14, "fixed.batch_size", "non-finite"),
     "budget_zero": (GOOD.replace("budget = 16", "budget = 0"), 9, "study.budget", "at least 1"),
     "budget_bool": (GOOD.replace("budget = 16", "budget = true"), 9, "study.budget", "integer"),
-    "bad_scale": (GOOD.replace('scale = "log" }\nweight', 'scale = "logarithmic" }\nweight'), 16, "nuisance.learning_rate", "scale must be one of"),
-    "bad_choice_value": (GOOD.replace('optimizer = "adam"', 'optimizer = "lbfgs"'), 13, "fixed.optimizer", "must be one of"),
+    "bad_scale": (
+        GOOD.replace('scale = "log" }\nweight', 'scale = "logarithmic" }\nweight'),
+        16, "nuisance.learning_rate", "scale must be one of"),
+    "bad_choice_value": (
+        GOOD.replace('optimizer = "adam"', 'optimizer = "lbfgs"'),
+        13, "fixed.optimizer", "must be one of"),
     "bad_mode": (GOOD.replace('mode = "min"', 'mode = "lowest"'), 6, "study.mode", "must be one of"),
-    "budget_below_values": (GOOD.replace("budget = 16", "budget = 1"), 9, "study.budget", "fewer than the 2 scientific values"),
+    "budget_below_values": (
+        GOOD.replace("budget = 16", "budget = 1"),
+        9, "study.budget", "fewer than the 2 scientific values"),
 }
 
 
@@ -143,7 +163,9 @@ def test_joint_mode_allows_scientific_range(tmp_path: Path) -> None:
     assert spec.scientific_mode == "joint"
 
 
-def test_a_byte_order_mark_is_accepted_and_other_encodings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_byte_order_mark_is_accepted_and_other_encodings_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     bom = tmp_path / "bom.toml"
     bom.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
     assert load_study(bom).name == "digits-mlp-lr"

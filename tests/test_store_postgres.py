@@ -185,7 +185,8 @@ def test_init_db_is_idempotent_and_upgrades_step_by_step(
     with pytest.raises(StoreError, match="nonsense"):
         init_db(pg_url)  # one transaction: a failing step leaves the old schema whole
     assert _sql(pg_url, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
-    assert _sql(pg_url, "SELECT 1 FROM information_schema.columns WHERE table_name = 'trials' AND column_name = 'note'") == []
+    columns = "SELECT 1 FROM information_schema.columns WHERE table_name = 'trials' AND column_name = 'note'"
+    assert _sql(pg_url, columns) == []
     with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION}, this tuneplay expects {nxt}"):
         PostgresStorage(pg_url)
     step = (nxt, ("ALTER TABLE trials ADD COLUMN note TEXT NOT NULL DEFAULT ''",))
