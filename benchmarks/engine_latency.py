@@ -17,13 +17,13 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import median, pct
+from _common import median, pct  # noqa: E402 (after sys.path)
 
-from engine.runner.control import start_engine, stop_engine
-from engine.spec import parse_study
-from engine.store import open_store
-from engine.store.base import NewTrial, TrialState
-from engine.workspace import launch_study
+from engine.runner.control import start_engine, stop_engine  # noqa: E402 (after sys.path)
+from engine.spec import parse_study  # noqa: E402 (after sys.path)
+from engine.store import open_store  # noqa: E402 (after sys.path)
+from engine.store.base import NewTrial, TrialState  # noqa: E402 (after sys.path)
+from engine.workspace import launch_study  # noqa: E402 (after sys.path)
 
 STUDY = """\
 [study]

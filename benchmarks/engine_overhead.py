@@ -34,13 +34,19 @@ class Timed(TrialContext):
     spent = 0.0
 
     def report(self, step, **m):  # type: ignore[no-untyped-def]
-        t = time.perf_counter(); super().report(step, **m); self.spent += time.perf_counter() - t
+        t = time.perf_counter()
+        super().report(step, **m)
+        self.spent += time.perf_counter() - t
 
     def checkpoint(self, step, model=None, optimizer=None, **e):  # type: ignore[no-untyped-def]
-        t = time.perf_counter(); super().checkpoint(step, model, optimizer, **e); self.spent += time.perf_counter() - t
+        t = time.perf_counter()
+        super().checkpoint(step, model, optimizer, **e)
+        self.spent += time.perf_counter() - t
 
     def should_stop(self) -> bool:
-        t = time.perf_counter(); r = super().should_stop(); self.spent += time.perf_counter() - t
+        t = time.perf_counter()
+        r = super().should_stop()
+        self.spent += time.perf_counter() - t
         return r
 
 
@@ -54,11 +60,16 @@ def main() -> None:
     train_mlp(hp, NullTrial(200, EVAL_EVERY))  # warm up
     bare, real, api = [], [], []
     for r in range(ROUNDS):
-        t0 = time.perf_counter(); train_mlp(hp, NullTrial(STEPS, EVAL_EVERY)); bare.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        train_mlp(hp, NullTrial(STEPS, EVAL_EVERY))
+        bare.append(time.perf_counter() - t0)
         trial = store.add_trials(study.id, [NewTrial({}, seed=0, max_train_steps=STEPS)])[0]
         store.claim_trials("bench", "cpu")
         ctx = Timed(store, trial, "val_error", "min", EVAL_EVERY, ws / "checkpoints" / str(trial.id), "cpu")
-        t0 = time.perf_counter(); train_mlp(hp, ctx); ctx.finish(); real.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        train_mlp(hp, ctx)
+        ctx.finish()
+        real.append(time.perf_counter() - t0)
         api.append(ctx.spent)
     step_ms = median(bare) / STEPS * 1e3
     api_us = median(api) / STEPS * 1e6

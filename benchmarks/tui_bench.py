@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "tui"))
 sys.path.insert(0, str(ROOT))
 
-from fake_facade import FakeFacade
-from textual.screen import Screen
+from fake_facade import FakeFacade  # noqa: E402 (after sys.path)
+from textual.screen import Screen  # noqa: E402 (after sys.path)
 
-from tuneplay_tui.app import TuneplayApp
+from tuneplay_tui.app import TuneplayApp  # noqa: E402 (after sys.path)
 
 SIZE = (120, 40)
 

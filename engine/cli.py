@@ -179,8 +179,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from engine.search import preview
     from engine.kinds import Search
+    from engine.search import preview
     from engine.spec import load_study
 
     spec = load_study(args.file)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.pg_cluster import PgCluster, PgUnavailable
+from tests.slurm_cluster import slurm_cluster  # noqa: F401 (the session's one Slurm, for every test file)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from slurm_cluster import slurm_cluster
 
 pytestmark = [pytest.mark.slurm, pytest.mark.postgres, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]

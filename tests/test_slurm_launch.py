@@ -19,7 +19,7 @@ from engine.launch import LAUNCHERS, LaunchError, get_launcher
 from engine.launch.slurm import SlurmOptions, carried_env, launch_slurm
 from engine.launch.task import engine_argv, task_host
 from tests.conftest import ROOT
-from tests.slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401 (the fixture)
+from tests.slurm_cluster import SlurmCluster
 
 STORE = "postgresql://tuner@db.example:5432/tune"
 
@@ -275,7 +275,7 @@ def test_a_failing_engine_fails_the_task(tmp_path: Path) -> None:
 
 @pytest.mark.slurm
 def test_an_array_of_two_engines_runs_on_slurm_and_gives_the_allocation_back(
-    slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    slurm_cluster: SlurmCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("PGPASSFILE", str(tmp_path / "pgpass"))
     opts = SlurmOptions(
@@ -302,7 +302,7 @@ def test_an_array_of_two_engines_runs_on_slurm_and_gives_the_allocation_back(
 
 @pytest.mark.slurm
 def test_scancel_with_usr1_pauses_the_engines_and_ends_the_array(
-    slurm_cluster: SlurmCluster, tmp_path: Path,  # noqa: F811
+    slurm_cluster: SlurmCluster, tmp_path: Path,
 ) -> None:
     opts = SlurmOptions(
         store_url=STORE, checkpoints=tmp_path / "ckpt", workers=1, time="00:05:00",

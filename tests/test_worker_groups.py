@@ -101,7 +101,8 @@ def test_no_latest_checkpoint_is_written_at_a_trials_last_step(
 ) -> None:
     """A finished trial never resumes: at its last step only the best is kept, which halves
     (or better) a fused group's final batch when a periodic save falls due there."""
-    from engine.runner import context, worker as worker_module
+    from engine.runner import context
+    from engine.runner import worker as worker_module
 
     monkeypatch.setattr(context, "PERSIST_SECONDS", 0.0)  # every evaluation is due for a save
     monkeypatch.setattr(worker_module, "PERSIST_SECONDS", 0.0)

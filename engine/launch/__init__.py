@@ -36,7 +36,7 @@ class Launcher(Protocol):
 
 
 # Imported after LaunchError, which the launchers raise.
-from engine.launch import slurm
+from engine.launch import slurm  # noqa: E402
 
 LAUNCHERS: dict[str, Launcher] = {"slurm": slurm}
 

@@ -357,7 +357,7 @@ def _left_running(trial_id: int, exc: BaseException) -> None:
 
 def _fused_available() -> bool:
     try:
-        import engine.workloads.fused
+        import engine.workloads.fused  # noqa: F401 (torch and the fused trainers import)
     except ImportError:
         return False
     return True
