@@ -6,7 +6,9 @@ Below each study's line, ``status`` notes what needs a person: trials that ran p
 
 from __future__ import annotations
 
+import heapq
 import json
+import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ class StudyProgress:
     def line(self) -> str:
         done = sum(self.counts.get(s.value, 0) for s in TrialState if s.is_finished())
         parts = [f"{k.lower()} {v}" for k, v in self.counts.items() if v and k != "COMPLETED"]
-        best = (f"best {self.metric} {format_value(self.best.best_value)} (trial {self.best.number})"
+        best = (f"best {self.metric} {format_value(self.best.best_value)} (#{self.best.id})"
                 if self.best else f"best {self.metric} —")
         eta = f"ETA {_duration(self.eta_seconds)}" if self.eta_seconds is not None and not self.finished else ""
         return " · ".join(x for x in (
@@ -48,8 +50,8 @@ class StudyProgress:
     def summary(self) -> str:
         completed = self.counts.get("COMPLETED", 0)
         return f"study {self.name!r} finished: {completed} of {self.total} trials completed; " + (
-            f"best {self.metric} {format_value(self.best.best_value)} (trial {self.best.number}, "
-            f"id {self.best.id})" if self.best else "no feasible result"
+            f"best {self.metric} {format_value(self.best.best_value)} (#{self.best.id})"
+            if self.best else "no feasible result"
         )
 
 
@@ -111,19 +113,47 @@ def _planned(study: Study, trials: list[Trial]) -> int:
     return len(trials) + max(0, budget - searched)
 
 
-def estimate_eta(trials: list[Trial]) -> float | None:
-    """Remaining trial-steps at the observed rate of steps per second (all slots together)."""
-    started = [t.started_at for t in trials if t.started_at]
-    if not started:
+def step_rate(trial: Trial) -> float | None:
+    """Measured training steps per second of one trial (None until there is a measurement).
+
+    A finished attempt adds its seconds to ``wall_time``; a running one is timed from its
+    start to its latest heartbeat. Both together cover every attempt of a resumed trial."""
+    seconds = trial.wall_time
+    if trial.state == TrialState.RUNNING and trial.started_at and trial.heartbeat_at:
+        seconds += max(trial.heartbeat_at - trial.started_at, 0.0)
+    if trial.steps_done <= 0 or seconds <= 0:
         return None
-    elapsed = time.time() - min(started)
-    done_steps = sum(min(t.steps_done, t.max_train_steps) for t in trials)
-    left = sum(t.max_train_steps - min(t.steps_done, t.max_train_steps)
-               for t in trials if not t.state.is_finished())
-    finished = sum(1 for t in trials if t.state.is_finished())
-    if done_steps <= 0 or elapsed < 2.0 or not finished:
-        return None  # too early for a rate worth quoting
-    return left / (done_steps / elapsed)
+    return trial.steps_done / seconds
+
+
+def estimate_eta(trials: list[Trial], now: float | None = None,
+                 slots: int | None = None) -> float | None:
+    """Seconds until every running and queued trial has finished, from measured step rates.
+
+    Each running trial keeps its slot until its remaining steps are done at its own rate
+    (less the time since its last heartbeat); each queued trial then takes the slot that
+    frees first, at the median rate measured so far. ``slots`` defaults to the trials
+    running now. Paused trials wait for a person and are not counted. None while nothing is
+    left or no rate has been measured yet.
+    """
+    now = time.time() if now is None else now
+    rates = {t.id: r for t in trials if (r := step_rate(t)) is not None}
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    queued = [t for t in trials if t.state == TrialState.QUEUED]
+    n_slots = max(slots or len(running), len(running))
+    if not rates or not n_slots or not (running or queued):
+        return None
+    typical = statistics.median(rates.values())
+    free = [max(_left(t) / rates.get(t.id, typical) - max(now - (t.heartbeat_at or now), 0.0), 0.0)
+            for t in running] + [0.0] * (n_slots - len(running))
+    heapq.heapify(free)
+    for t in sorted(queued, key=lambda t: t.id):
+        heapq.heappush(free, heapq.heappop(free) + _left(t) / typical)
+    return max(free)
+
+
+def _left(trial: Trial) -> int:
+    return max(trial.max_train_steps - trial.steps_done, 0)
 
 
 def engine_hosts(store: Any) -> list[dict[str, Any]]:

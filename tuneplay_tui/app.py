@@ -22,7 +22,8 @@ from textual.worker import Worker, WorkerState
 from engine.store.base import Trial
 from tuneplay_tui.commands import TuneplayCommands
 from tuneplay_tui.format import one_line, plural
-from tuneplay_tui.messages import EngineCallDone, WorkspacePolled, run_engine_call
+from tuneplay_tui.messages import EngineCallDone, NoticeRaised, WorkspacePolled, run_engine_call
+from tuneplay_tui.notices import PASSING_SECONDS, Notice, NoticeBoard
 from tuneplay_tui.poller import Poller
 from tuneplay_tui.screens import (
     AnalysisScreen,
@@ -57,6 +58,7 @@ class TuneplayApp(App[str]):
         Binding("5", "stage('decision')", "Decision", show=False),
         Binding("h", "stage('home')", "Home", show=False),
         Binding("question_mark,f1", "help", "Help"),
+        Binding("escape", "dismiss_notice", "Dismiss error", show=False),
         Binding("q", "quit_app", "Quit", tooltip="Quit the app; the engine keeps running"),
     ]
 
@@ -74,6 +76,7 @@ class TuneplayApp(App[str]):
         self.pending_study: str | None = None
         self._trial_states: dict[int, dict[int, str]] = {}
         self._workloads: list[Any] | None = None
+        self.notices = NoticeBoard()
 
     @property
     def project_dir(self) -> Path:
@@ -104,7 +107,7 @@ class TuneplayApp(App[str]):
         if message.error is not None or message.snapshot is None:
             if self.state.error != message.error:
                 self.notify(f"cannot read the workspace: {message.error}", title="engine",
-                            severity="error", timeout=10)
+                            severity="error")
             self.state.error = message.error or "no snapshot"
             self.refresh_screen()
             return
@@ -214,6 +217,15 @@ class TuneplayApp(App[str]):
                     done = s.total and finished_count(s.counts) >= s.total
                     self.action_stage("analysis" if done else "running")
                     return
+        # the experiment it launches into, as `tuneplay run` picks it: by its experiment key
+        # (named after its workload when unset), never whichever experiment was selected
+        exp = self.find_experiment(spec.experiment)
+        if exp is not None and exp.experiment.workload == spec.workload_ref:
+            self.follow_experiment(exp.experiment.id)
+        elif exp is not None:
+            self.notify(f"experiment {exp.experiment.name!r} runs {exp.experiment.workload}, "
+                        f"not {spec.workload_ref}: set [study] experiment to another name "
+                        "before launching", title=self.show_path(path), severity="error")
         self.action_stage("design")
 
         def load() -> None:
@@ -227,29 +239,63 @@ class TuneplayApp(App[str]):
         reviewed; nothing is written until it is saved (w) or launched (L) there."""
         self.action_stage("design")
 
-        def load(tries: int = 100) -> None:
+        def load() -> None:
             screen = self.screen
-            if not isinstance(screen, DesignScreen):
-                return
-            if screen.model is None and tries:  # its starting design, still on its way,
-                self.set_timer(0.05, lambda: load(tries - 1))  # would replace the draft
-                return
-            screen.load_text(text, path)
-            screen.opened_toml = None  # not on disk yet: launching saves it first
+            if isinstance(screen, DesignScreen):  # (a starting design on its way is dropped)
+                screen.load_text(text, path)
+                screen.opened_toml = None  # not on disk yet: launching saves it first
 
         self.call_after_refresh(load)
 
-    def workload_info(self) -> Any:
-        """The selected experiment's built-in workload metadata (None for others)."""
-        exp = self.state.experiment()
-        if exp is None:
-            return None
+    def workload_info(self, ref: str | None = None) -> Any:
+        """A built-in workload's metadata: ``ref``'s, else the selected experiment's (None
+        for other workloads, whose hyperparameters the app does not know)."""
+        if ref is None:
+            exp = self.state.experiment()
+            if exp is None:
+                return None
+            ref = exp.experiment.workload
         if self._workloads is None:
             try:
                 self._workloads = list(self.facade.workloads())
             except Exception:  # noqa: BLE001 (an error boundary)
                 self._workloads = []
-        return next((w for w in self._workloads if w.ref == exp.experiment.workload), None)
+        return next((w for w in self._workloads if w.ref == ref), None)
+
+    def find_experiment(self, name: str) -> Any:
+        """The experiment (summary) of this name in the latest snapshot, or None."""
+        snap = self.state.snapshot
+        return next((e for e in snap.experiments if e.experiment.name == name), None) \
+            if snap else None
+
+    # ------------------------------------------------------------- notices
+    def notify(self, message: str, *, title: str = "", severity: Any = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Raise a notice (thread-safe): errors stay until dismissed (esc), others pass.
+        Shown in the notice bar, never as a toast over the screen; never markup (engine
+        messages hold brackets: ``[study]``)."""
+        passing = min(timeout or PASSING_SECONDS, PASSING_SECONDS * 2)
+        self.post_message(NoticeRaised(Notice(str(message), title, str(severity),
+                                              time.monotonic(), passing)))
+
+    def on_notice_raised(self, message: NoticeRaised) -> None:
+        self.notices.add(message.notice)
+        self.show_notices()
+
+    def show_notices(self) -> None:
+        """Redraw the notice bar of the visible stage screen; wake up when one expires."""
+        now = time.monotonic()
+        for screen in reversed(self.screen_stack):
+            if isinstance(screen, StageScreen):
+                screen.show_notices(self.notices.errors, self.notices.passing(now))
+                break
+        wait = self.notices.next_expiry(now)
+        if wait is not None:
+            self.set_timer(wait + 0.05, self.show_notices, name="notice expiry")
+
+    def action_dismiss_notice(self) -> None:
+        if self.notices.dismiss() is not None:
+            self.show_notices()
 
     # ------------------------------------------------------------- help, errors, quit
     def action_help(self) -> None:
@@ -263,8 +309,7 @@ class TuneplayApp(App[str]):
 
     def on_engine_call_done(self, message: EngineCallDone) -> None:
         if message.error is not None:
-            self.notify(message.error, title=f"{message.label} failed", severity="error",
-                        timeout=10)
+            self.notify(message.error, title=f"{message.label} failed", severity="error")
         elif message.on_done is not None:
             message.on_done(message.result)
 

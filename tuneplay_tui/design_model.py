@@ -60,8 +60,14 @@ class DesignModel:
 
     # ------------------------------------------------------------- building
     @classmethod
-    def from_dict(cls, design: Mapping[str, Any], info: Any = None) -> DesignModel:
-        """From a study-file-shaped dict (``study``, ``fixed``, ``nuisance``, ``scientific``)."""
+    def from_dict(cls, design: Mapping[str, Any], info: Any = None,
+                  add_missing: bool = True) -> DesignModel:
+        """From a study-file-shaped dict (``study``, ``fixed``, ``nuisance``, ``scientific``).
+
+        ``info`` (the workload's metadata) gives each row its help and choices; with
+        ``add_missing`` the workload's other hyperparameters join as fixed rows at their
+        defaults (a baseline's design). An opened study file keeps only its own rows: the
+        rest come from its experiment's baseline when it launches, not from defaults."""
         model = cls(study=dict(design.get("study", {})))
         hps = getattr(info, "hyperparameters", None) or {}
         seen: set[str] = set()
@@ -72,19 +78,22 @@ class DesignModel:
         for name, v in dict(design.get("fixed", {})).items():
             model.rows.append(_row(name, "fixed", v, hps.get(name)))
             seen.add(name)
-        for name, hp in hps.items():
+        for name, hp in hps.items() if add_missing else ():
             if name not in seen:
                 model.rows.append(_row(name, "fixed", hp.default, hp))
         return model
 
     @classmethod
-    def from_text(cls, text: str, info: Any = None) -> DesignModel:
+    def from_text(cls, text: str, info: Any = None, add_missing: bool = True) -> DesignModel:
         """From study TOML (raises DesignError on invalid TOML)."""
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise DesignError(f"invalid TOML: {exc}") from None
-        return cls.from_dict(data, info)
+        return cls.from_dict(_load_toml(text), info, add_missing)
+
+    @staticmethod
+    def workload_of(text: str) -> str | None:
+        """The ``[study] workload`` a study file names as one string (None for a command
+        table or when it names none; raises DesignError on invalid TOML)."""
+        workload = _load_toml(text).get("study", {}).get("workload")
+        return workload if isinstance(workload, str) else None
 
     def row(self, name: str) -> HpRow:
         for r in self.rows:
@@ -219,6 +228,13 @@ class DesignModel:
 
 
 # ----------------------------------------------------------------- helpers
+def _load_toml(text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DesignError(f"invalid TOML: {exc}") from None
+
+
 def parse_scalar(text: str) -> Any:
     """``true`` -> True, ``64`` -> 64, ``1e-3`` -> 0.001, otherwise the text itself."""
     t = text.strip().strip("\"'")

@@ -64,6 +64,57 @@ def metric(v: float | None, digits: int = 4) -> str:
     return f"{v:.{digits}g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
 
 
+def tick(v: float) -> str:
+    """An axis tick: short and exact for round numbers (``0.005``, ``2e-5``, ``300``);
+    scientific below 1e-3 and from 1e5, as :func:`value` writes hyperparameters."""
+    if v == 0:
+        return "0"
+    if 1e-3 <= abs(v) < 1e5:
+        return f"{v:.6g}"
+    mantissa, exponent = f"{v:.2e}".split("e")
+    mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def at_scale(v: float | None, scale: float, digits: int = 3) -> str:
+    """``v`` rounded where the largest number beside it (``scale``) has ``digits``
+    significant digits: a confidence bound of 1.86e-10 beside 0.0078 reads ``0``."""
+    if v is None:
+        return "—"
+    if not math.isfinite(v):
+        return "nan"
+    if not scale or not math.isfinite(scale):
+        return metric(v)
+    place = math.floor(math.log10(abs(scale))) - digits + 1  # the last digit kept: 10**place
+    rounded = round(v / 10.0**place) * 10.0**place
+    if rounded == 0:
+        return "0"
+    return _at_place(rounded, place)
+
+
+def with_spread(v: float | None, spread: float | None) -> str:
+    """``0.0030 ±0.0018``: the spread with two significant digits and the value rounded to
+    the same place (never ``0.002958 ±0.0018``, which claims digits the spread denies)."""
+    if v is None or spread is None or not math.isfinite(spread) or spread < 0:
+        return metric(v)
+    if not math.isfinite(v):
+        return "nan"
+    if spread == 0:  # identical seeds: nothing to round to
+        return f"{metric(v)} ±0"
+    spread = float(f"{spread:.2g}")  # 9.96e-4 -> 0.0010, then the place of its last digit
+    place = math.floor(math.log10(spread)) - 1
+    place = max(place, math.floor(math.log10(abs(v))) - 5) if v else place  # ≤ 6 digits
+    return f"{_at_place(v, place)} ±{_at_place(spread, place)}"
+
+
+def _at_place(v: float, place: int) -> str:
+    """``v`` written to the decimal place 10**place (scientific outside 1e-4 .. 1e5)."""
+    if v != 0 and (abs(v) < 1e-4 or abs(v) >= 1e5):
+        sig = max(math.floor(math.log10(abs(v))) - place, 0)
+        return tick(float(f"{v:.{sig}e}")) if sig == 0 else f"{v:.{sig}e}"
+    return f"{v:.{max(-place, 0)}f}"
+
+
 def duration(seconds: float | None) -> str:
     """``42s``, ``6m``, ``1h05m``; ``—`` when unknown."""
     if seconds is None or not math.isfinite(seconds) or seconds < 0:

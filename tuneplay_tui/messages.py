@@ -77,6 +77,13 @@ class PreviewReady(Message):
         return isinstance(message, PreviewReady)
 
 
+@dataclass
+class NoticeRaised(Message):
+    """A notification for the notice bar (posted, so ``notify`` is safe from any thread)."""
+
+    notice: Any
+
+
 def run_engine_call(node: Any, label: str, fn: Callable[[], Any],
                     on_done: Callable[[Any], None] | None = None) -> None:
     """Run ``fn`` (a facade call) in a thread of ``node`` (the app or a screen) and post

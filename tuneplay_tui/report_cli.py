@@ -96,7 +96,7 @@ def build_sections(loaded: Any, width: int, color: bool) -> list[Section]:
 
     r = loaded.report
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(r.state_counts.items()))
-    best = (f"best {r.metric} {f(r.best.value)} (trial id {r.best.trial_id}, step {f(r.best.step)})"
+    best = (f"best {r.metric} {f(r.best.value)} (#{r.best.trial_id}, step {f(r.best.step)})"
             if r.best else f"no completed trial with a {r.metric} yet")
     sections = [Section(f"Study {r.study}", f"{trials_text(r)} ({counts}) · {best}\nprotocol: {r.protocol}")]
     if r.next_round is not None:
@@ -151,6 +151,7 @@ def _build(plt: Any, color: bool) -> str:
 
 def _axis_section(p: Any, width: int, color: bool) -> Section:
     from engine.space import format_value as f
+    from tuneplay_tui.widgets.plotting import _padded, log_ticks, nice_ticks
 
     plt = _plt(width, 15, color)
     cats = list(p.categories) if p.categories is not None else None
@@ -158,41 +159,72 @@ def _axis_section(p: Any, width: int, color: bool) -> Section:
     top = set(p.top_trial_ids)
     rest = [(pos(x), y) for x, y, t in zip(p.x, p.y, p.trial_ids) if t not in top]
     best = [(pos(x), y) for x, y, t in zip(p.x, p.y, p.trial_ids) if t in top]
-    if rest:
-        plt.scatter([a for a, _ in rest], [b for _, b in rest], marker="•", label="trials")
-    if best:
-        plt.scatter([a for a, _ in best], [b for _, b in best], marker="●", label=f"best {len(best)}")
-    if p.infeasible_x and p.infeasible_y is not None:
-        plt.scatter([pos(x) for x in p.infeasible_x], [p.infeasible_y] * len(p.infeasible_x), marker="x",
-                    label="diverged/failed")
-    if p.log and not cats:
-        plt.xscale("log")
+    bad = [pos(x) for x in p.infeasible_x] if p.infeasible_y is not None else []
+    marks = [("•", "trials", rest), ("●", f"best {len(best)}", best)]
+    for marker, _, pts in marks:
+        if pts:
+            plt.scatter([a for a, _ in pts], [b for _, b in pts], marker=marker)
+    if bad:
+        plt.scatter(bad, [p.infeasible_y] * len(bad), marker="x")
+        marks.append(("x", "diverged/failed", [(0, 0)]))
     if cats:
         plt.xticks(list(range(len(cats))), [f(c) for c in cats])
+    elif p.low is not None and p.high is not None:  # the whole range, ticks at round values
+        if p.log:
+            plt.xscale("log")
+        plt.xticks(*(log_ticks if p.log else nice_ticks)(float(p.low), float(p.high)))
+        plt.xlim(*_padded((float(p.low), float(p.high)), p.log, 0.02))
+    ys = [y for _, y in rest + best]
+    if ys and max(ys) > min(ys):
+        plt.yticks(*nice_ticks(min(ys), max(ys), 4))
     plt.xlabel(f"{p.name} ({p.scale})")
     plt.ylabel(p.metric)
     rng = f"range {f(p.low)} .. {f(p.high)}" if p.low is not None else "values " + ", ".join(f(c) for c in cats or [])
-    return Section(f"Axis plot: {p.name} ({p.role}, {rng})", chart=_build(plt, color) if (rest or best) else "")
+    chart = _build(plt, color) if (rest or best) else ""
+    key = "   ".join(f"{m} {label}" for m, label, pts in marks if pts)
+    return Section(f"Axis plot: {p.name} ({p.role}, {rng})", chart=chart + f"\n  {key}" if chart else "")
+
+
+CURVE_MARKERS = ("●", "+", "x", "o", "*", "#", "@", "%")  # one per curve: told apart in plain text
+CURVE_COLORS = ("blue", "green", "orange", "magenta", "cyan", "red", "yellow", "white")
 
 
 def _curves_section(c: Any, width: int, color: bool) -> Section:
+    from tuneplay_tui.widgets.plotting import clip_range, nice_ticks
+
     plt = _plt(width, 15, color)
-    drawn = 0
+    keys: list[str] = []
+    xs: list[float] = []
+    ys: list[float] = []
     for tc in c.trials:
-        for s in tc.series:
-            if s.metric == c.metric and s.steps:
-                plt.plot(list(s.steps), [v if math.isfinite(v) else None for v in s.values],
-                         label=f"#{tc.rank} id {tc.trial_id}")
-                drawn += 1
+        s = next((s for s in tc.series if s.metric == c.metric and s.steps), None)
+        if s is None:
+            continue
+        marker = CURVE_MARKERS[len(keys) % len(CURVE_MARKERS)]
+        values = [v if math.isfinite(v) else None for v in s.values]
+        plt.plot(list(s.steps), values, marker=marker,
+                 color=CURVE_COLORS[len(keys) % len(CURVE_COLORS)] if color else None)
+        keys.append(f"{marker} #{tc.trial_id}" + (" (best)" if not keys else ""))
+        xs += list(s.steps)
+        ys += [v for v in values if v is not None]
+    if xs:
+        plt.xticks(*nice_ticks(min(xs), max(xs)))
+    window = clip_range(ys)  # where the curves settle: the first steps' descent cut off
+    if window is not None:
+        lo, hi = window
+        plt.ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+        plt.yticks(*nice_ticks(lo, hi, 4))
     plt.xlabel("step")
     plt.ylabel(c.metric)
     flagged = sorted({x.kind for x in c.findings if x.severity == "warn"})
     text = f"diagnostics: {', '.join(flagged)} (see the findings above)" if flagged else "diagnostics: clean"
-    return Section(f"Curves of the best {len(c.trials)} trials ({c.metric})", text, _build(plt, color) if drawn else "")
+    chart = _build(plt, color) + "\n  " + "   ".join(keys) if keys else ""  # the legend: off the plot
+    return Section(f"Curves of the best {len(c.trials)} trials ({c.metric})", text, chart)
 
 
 def _isolation_section(p: Any) -> Section:
     from engine.space import format_value as f
+    from tuneplay_tui.format import with_spread
 
     vals = [r.best_value for r in p.rows if r.best_value is not None]
     lo, hi = (min(vals), max(vals)) if vals else (0.0, 1.0)
@@ -200,18 +232,24 @@ def _isolation_section(p: Any) -> Section:
     for i, r in enumerate(p.rows):
         label = f(r.value) if not p.bucketed else f"{f(r.bucket_low)}..{f(r.bucket_high)}"
         bar = "▇" * (4 + int(20 * ((r.best_value - lo) / (hi - lo) if hi > lo else 0))) if r.best_value is not None else ""
-        spread = f" reruns {f(r.rerun_mean)} ±{f(r.rerun_std)} (n={r.n_reruns})" if r.n_reruns else ""
+        spread = (f" reruns {with_spread(r.rerun_mean, r.rerun_std)} (n={r.n_reruns})"
+                  if r.n_reruns else "")
         mark = " ◀ best" if i == p.best_row else " ◀ tie" if i in getattr(p, "tied", ()) else ""
-        lines.append(f"  {label:>14}  {f(r.best_value):>9}  {bar}{mark}  (trial {r.best_trial_id}, "
+        lines.append(f"  {label:>14}  {f(r.best_value):>9}  {bar}{mark}  (#{r.best_trial_id}, "
                      f"{r.n_feasible}/{r.n_trials} feasible){spread}")
     return Section(f"Isolation: best {p.metric} per {p.name} value, over the nuisance hyperparameters",
                    "\n".join(lines))
 
 
 def _checkpoint_section(b: Any, width: int, color: bool) -> Section:
+    from tuneplay_tui.widgets.plotting import nice_ticks
+
     plt = _plt(min(width, 80), 10, color)
     labels = [f"{int(100 * b.bin_edges[i])}%" for i in range(len(b.counts))]
     plt.bar(labels, list(b.counts))
+    ticks, _ = nice_ticks(0, max(max(b.counts), 1), 4)
+    whole = [t for t in ticks if float(t).is_integer()]  # counts of trials: whole numbers
+    plt.yticks(whole, [str(int(t)) for t in whole])
     plt.xlabel("best step / max_train_steps")
     text = (f"{b.share_early:.0%} of best checkpoints in the first 10% of training, {b.share_late:.0%} "
             f"in the last 25%; median at {b.median_fraction:.0%}")

@@ -192,6 +192,24 @@ class AppState:
         return f"{word} {done - rerun_done}/{s.total - rerun_total}" + (
             f" · reruns {rerun_done}/{rerun_total}" if rerun_total else "")
 
+    def study_eta(self, now: float) -> float | None:
+        """Seconds until the followed study's running and queued trials are done, from
+        their measured step rates over the slots they run on (:func:`engine.status.
+        estimate_eta`, which ``tuneplay status`` uses too)."""
+        from engine.status import estimate_eta
+
+        return estimate_eta(self.study_trials(), now=now, slots=self.study_slots())
+
+    def study_slots(self) -> int | None:
+        """The engine's slots the followed study can have: all but those other studies'
+        trials hold now (None when unknown)."""
+        snap = self.snapshot
+        if snap is None or not snap.slots:
+            return None
+        elsewhere = sum(int(s.counts.get("RUNNING", 0)) for e in snap.experiments
+                        for s in e.studies if s.study.id != self.study_id)
+        return max(len(snap.slots) - elsewhere, 0) or None
+
     def engine_line(self) -> tuple[str, str]:
         """The engine's status for the header and its severity (``ok|warn|error``)."""
         if self.error is not None:

@@ -43,6 +43,7 @@ class FakeFacade:
         self.engine_running = True
         self.unreachable = False
         self.slots: tuple[str, ...] = GPU_SLOTS
+        self.hosts: tuple[str, ...] = ()  # engine hosts of a shared store (none: SQLite)
         self.steps_per_tick: int | None = None  # None: each trial's eval_every
         self.calls: list[tuple[str, Any]] = []
         self.saved: dict[str, str] = {}
@@ -92,7 +93,8 @@ class FakeFacade:
             exps.append(ExperimentSummary(exp, tuple(self.store.list_baselines(exp.id)), studies,
                                           tuple(self.store.list_decisions(exp.id))))
         return Snapshot(str(self.workspace), self.engine_running,
-                        4242 if self.engine_running else None, self.slots, tuple(exps), self.now)
+                        4242 if self.engine_running else None, self.slots, tuple(exps), self.now,
+                        hosts=self.hosts)
 
     def trials(self, study_id: int) -> list[Trial]:
         self._check_reachable()
@@ -273,9 +275,10 @@ class FakeFacade:
         free = [s for s in self.slots if not busy.get(s)]
         queued = sorted(self.store.list_trials(states=[S.QUEUED]), key=lambda t: t.id)
         for slot, t in zip(free, queued):
+            host = self.hosts[self.slots.index(slot) % len(self.hosts)] if self.hosts else ""
             self.store.update_trial(t.id, state=S.RUNNING, worker=slot, device=slot.split(".")[0],
                                     started_at=self.now, heartbeat_at=self.now,
-                                    attempt=t.attempt + 1)
+                                    attempt=t.attempt + 1, host=host)
 
     def _advance(self, t: Trial, steps: int) -> None:
         spec = self.spec(t.study_id)
@@ -287,14 +290,16 @@ class FakeFacade:
                                          spec.eval_every, horizon, t.seed)
             self.store.update_trial(t.id, state=S.DIVERGED, steps_done=blow, best_step=step,
                                     best_value=value, finished_at=self.now,
+                                    wall_time=blow / fd.STEPS_PER_SECOND,
                                     error=f"{spec.metric} is nan at step {blow}")
             return
         step, value = fd.best_so_far(t.params, t.id, done, spec.eval_every, horizon, t.seed)
         state = S.COMPLETED if done >= horizon else S.RUNNING
+        # as the engine does: an attempt's seconds join wall_time when it ends
+        wall = done / fd.STEPS_PER_SECOND if state == S.COMPLETED else t.wall_time
         self.store.update_trial(
             t.id, steps_done=done, best_step=step, best_value=value, heartbeat_at=self.now,
-            wall_time=t.wall_time + steps / fd.STEPS_PER_SECOND, state=state,
-            finished_at=self.now if state == S.COMPLETED else None)
+            wall_time=wall, state=state, finished_at=self.now if state == S.COMPLETED else None)
 
     def _curve(self, t: Trial) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         spec = self.spec(t.study_id)

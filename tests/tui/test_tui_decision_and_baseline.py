@@ -17,7 +17,7 @@ async def test_decision_shows_the_comparison_and_the_verdict(finished_fake, app_
         text = " ".join(screen_text(app).split())
         assert "candidate: weight_decay=1.00e-04, learning_rate=0.06427" in text
         assert "candidate 5/5 done · baseline 5/5 done" in text
-        assert "candidate 0.07025 ±9.96e-04 (5 seeds)" in text
+        assert "candidate 0.0702 ±0.0010 (5 seeds)" in text
         assert "Welch's t-test" in text and "p = 5.9e-11" in text
         assert "verdict: ADOPT — The candidate is better by 0.081" in text
         assert "no new hyperparameters" in text
@@ -130,7 +130,7 @@ async def test_baseline_edits_are_saved_as_a_new_version_then_run(fake, app_fact
         await settle(pilot)
         await pilot.press("o")  # momentum -> nesterov
         await pilot.pause()
-        assert "1 unsaved edit(s)" in screen_text(app)
+        assert "1 unsaved edit: s saves them as v3 · x discards" in screen_text(app)
         await pilot.press("r")
         assert any("Save the edits first" in t for t in toasts(app))
         await pilot.press("s")

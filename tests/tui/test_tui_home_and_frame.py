@@ -21,7 +21,7 @@ async def test_home_lists_experiments_studies_and_decisions(fake, app_factory) -
         text = screen_text(app)
         assert "digits-mlp" in text and "wd-vs-none" in text and "wd-longer" in text
         assert "adopt" in text  # the latest decision
-        assert 'study "wd-longer" (running 9/24)' in text  # the latest study is followed
+        assert 'study "wd-longer" (running 9/24 · ETA 14m)' in text  # the latest study is followed
         assert ("start_engine", None) in fake.calls
 
 
@@ -84,7 +84,7 @@ async def test_command_palette_runs_a_screen_action(fake, app_factory) -> None:
         await settle(pilot)
         await pilot.press("ctrl+p")
         await pilot.pause()
-        app.screen.query_one(Input).value = "Analysis: Next view"
+        app.screen.query_one(Input).value = "Analysis: View"
         await settle(pilot)
         await pilot.press("enter")
         await settle(pilot)

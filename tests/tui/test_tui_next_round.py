@@ -3,6 +3,7 @@ file in Design for review (nothing written until it is saved or launched there).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -70,7 +71,12 @@ async def test_n_without_a_plan_says_why(fake, app_factory) -> None:
         await settle(pilot)
         await pilot.press("4")
         await settle(pilot)
-        app.screen.report = None  # nothing analysed yet
+        report = app.screen.report
+        app.screen.report = None  # the analysis still running
+        await pilot.press("n")
+        await pilot.pause()
+        assert any("The analysis is still running" in t for t in toasts(app))
+        app.screen.report = dataclasses.replace(report, next_round=None)  # too few trials
         await pilot.press("n")
         await pilot.pause()
         assert app.current_mode == "analysis"

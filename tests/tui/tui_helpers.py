@@ -45,5 +45,5 @@ def screen_text(app: Any) -> str:
 
 
 def toasts(app: Any) -> list[str]:
-    """Messages of the notifications raised so far (title and message)."""
-    return [f"{n.title}: {n.message}" for n in app._notifications]
+    """Every notification raised so far (``title: message``), shown or not any more."""
+    return [f"{n.title}: {n.message}" for n in app.notices.history]

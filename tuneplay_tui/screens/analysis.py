@@ -9,7 +9,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import DataTable, OptionList, Static
 
@@ -29,6 +29,7 @@ from tuneplay_tui.widgets.findings import FindingsList
 from tuneplay_tui.widgets.panels import checkpoints_content, infeasible_content, isolation_content
 
 VIEWS = ("curves", "isolation", "checkpoints", "budget")
+SHORT_VIEWS = ("axis", *VIEWS)  # a short terminal shows one of these at a time, axis plot too
 VIEW_OF_KIND = {
     "overfitting": "curves", "high_variance": "curves", "still_improving": "curves",
     "saturated_early": "curves", "train_loss_rising": "curves", "clean_curve": "curves",
@@ -65,12 +66,16 @@ Findings come warn first. `enter` lists the trials behind a finding; `enter` on 
 opens it on the running screen with its curves.
 """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "trials", "Trials behind", show=False),
+        Binding("enter", "trials", "Trials behind", show=False,
+                priority=True),  # before the lists' own enter, which says nothing when empty
         Binding("left_square_bracket", "axis(-1)", "Prev hp"),
         Binding("right_square_bracket", "axis(1)", "Next hp"),
-        Binding("v", "view", "Next view"),
+        Binding("v", "view", "View", tooltip="The next plot: curves, isolation, best "
+                "checkpoints, budget (and, on a short terminal, the axis plot)"),
+        Binding("f", "findings", "Findings", tooltip="Hide or show the findings: the plots "
+                "take the whole width"),
         Binding("n", "next_round", "Next round", tooltip="Open the next round's study in Design"),
-        Binding("R", "reanalyze", "Re-analyse"),
+        Binding("R", "reanalyze", "Re-analyse", show=False),
         Binding("escape", "back", "Findings", show=False),
     ]
 
@@ -84,6 +89,10 @@ opens it on the running screen with its curves.
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="an-summary", classes="summary")
+        with Horizontal(id="an-body", classes="body"):
+            yield from self._compose_columns()
+
+    def _compose_columns(self) -> ComposeResult:
         with Vertical(id="an-left"):
             plan = Static(id="an-plan", classes="panel")
             plan.border_title = "next round · n: open it in Design"
@@ -159,9 +168,18 @@ opens it on the running screen with its curves.
         plan.border_subtitle = f"{kept}as study {next_round.name}" if next_round is not None else ""
 
     def _apply_size(self, width: int, height: int) -> None:
+        was_short = self.has_class("-short")
         super()._apply_size(width, height)
         if self.report is not None and self.is_mounted:
             self._draw_plan()  # a short terminal lists only the changes
+            if was_short != self.has_class("-short"):
+                self._draw_axis()
+                self._draw_detail()
+
+    @property
+    def one_chart(self) -> bool:
+        """A short terminal shows one plot at a time (v cycles), the axis plot among them."""
+        return self.has_class("-short")
 
     def _follow_finding(self) -> None:
         """Point the axis plot and the detail view at what the selected finding is about."""
@@ -174,13 +192,17 @@ opens it on the running screen with its curves.
                                 if c.notable), subject)
             if subject in names:
                 self.axis_index = names.index(subject)
-            self.view = VIEW_OF_KIND.get(f.kind, self.view)
+            axis = "axis" if subject in names and self.one_chart else self.view
+            self.view = VIEW_OF_KIND.get(f.kind, axis)
         self._draw_axis()
         self._draw_detail()
         self._list_trials()
 
     def _draw_axis(self) -> None:
         chart = self.query_one("#axis-chart", Chart)
+        chart.display = not self.one_chart or self.view == "axis"
+        if not chart.display:
+            return
         if not self.report or not self.report.axis_plots:
             chart.border_title = "axis plot"
             chart.draw_message("no searched hyperparameters")
@@ -198,17 +220,21 @@ opens it on the running screen with its curves.
         chart = self.query_one("#detail-chart", Chart)
         text = self.query_one("#detail-text", Static)
         r = self.report
-        as_text = self.view in ("isolation", "checkpoints")
-        chart.display, text.display = not as_text, as_text
+        view = self.view if self.view != "axis" or self.one_chart else "curves"
+        as_text = view in ("isolation", "checkpoints")
+        chart.display, text.display = view in ("curves", "budget"), as_text
         f = self.query_one(FindingsList).current()
-        if self.view == "curves":
+        if view == "axis":
+            return  # the axis plot holds the one place
+        if view == "curves":
             focus = f.trial_ids[0] if f is not None and f.subject.startswith("trial") else None
             draw_curves(chart, r.curves, focus)
-        elif self.view == "budget":
+        elif view == "budget":
             draw_budget(chart, r.best_vs_trials)
-        elif self.view == "isolation":
+        elif view == "isolation":
             text.border_title = "isolation · v: next view"
-            parts = [isolation_content(p, text.size.width or 60) for p in r.isolation]
+            width = text.size.width or self.query_one("#an-right").size.width - 4 or 60
+            parts = [isolation_content(p, width) for p in r.isolation]
             text.update(Content("\n").join(parts) if parts else Content.styled(
                 "isolation: the study has no scientific hyperparameter", "$foreground-muted"))
         else:
@@ -238,7 +264,7 @@ opens it on the running screen with its curves.
                           fmt.metric(t.best_value), "" if t.best_step is None else str(t.best_step),
                           *[fmt.value(t.params.get(n)) for n in names], key=str(tid))
         table.border_title = (f"trials behind: {f.kind.replace('_', ' ')} "
-                              f"({len(f.trial_ids)}) · enter: open in running")
+                              f"({len(f.trial_ids)}) · enter: open in running · esc: back")
 
     # ------------------------------------------------------------- actions
     @on(OptionList.OptionHighlighted, "#findings")
@@ -250,12 +276,26 @@ opens it on the running screen with its curves.
     def _finding_chosen(self) -> None:
         self.action_trials()
 
+    def _require_report(self) -> bool:
+        """True when there is an analysis to act on; else say why there is none."""
+        if self.report is not None:
+            return True
+        if self.state.study_id is None:
+            self.require_study()
+        else:
+            self.notify("The analysis is still running: try again in a moment.",
+                        severity="warning")
+        return False
+
     def action_trials(self) -> None:
+        if not self._require_report():
+            return
         table = self.query_one("#finding-trials", DataTable)
         if self.focused is table:
             self._open_trial()
             return
         if table.row_count:
+            self.add_class("-trials")  # a short terminal shows them in the findings' place
             table.focus()
             table.move_cursor(row=0)
         else:
@@ -273,20 +313,51 @@ opens it on the running screen with its curves.
         self.tuneplay.show_trial(int(str(key)))
 
     def action_back(self) -> None:
-        self.query_one(FindingsList).focus()
+        if self.tuneplay.notices.errors:  # esc dismisses a standing error first, as elsewhere
+            self.tuneplay.action_dismiss_notice()
+            return
+        if self._require_report():
+            self.remove_class("-trials")
+            self.remove_class("-findings-hidden")
+            self.query_one(FindingsList).focus()
 
     def action_axis(self, step: int) -> None:
-        if self.report and self.report.axis_plots:
-            self.axis_index = (self.axis_index + step) % len(self.report.axis_plots)
-            self._draw_axis()
+        if not self._require_report():
+            return
+        if not self.report.axis_plots:
+            self.notify("No axis plots: the study searches no hyperparameter.",
+                        severity="warning")
+            return
+        self.axis_index = (self.axis_index + step) % len(self.report.axis_plots)
+        if self.one_chart and self.view != "axis":  # the axis plot takes the one place
+            self.view = "axis"
+            self._draw_detail()
+        self._draw_axis()
 
     def action_view(self) -> None:
-        self.view = VIEWS[(VIEWS.index(self.view) + 1) % len(VIEWS)]
-        if self.report is not None:
-            self._draw_detail()
+        if self.require_study() is None:
+            return
+        views = SHORT_VIEWS if self.one_chart else VIEWS
+        self.view = views[(views.index(self.view) + 1) % len(views)] if self.view in views \
+            else views[0]
+        if self.report is None:
+            self.notify(f"The analysis is still running: the {self.view} view shows when it is "
+                        "ready.", severity="warning")
+            return
+        self._draw_axis()
+        self._draw_detail()
+
+    def action_findings(self) -> None:
+        if not self._require_report():
+            return
+        self.toggle_class("-findings-hidden")
+        hidden = self.has_class("-findings-hidden")
+        self.notify("findings hidden: f shows them again" if hidden else "findings shown")
 
     def action_next_round(self) -> None:
         """Open the plan's study file in Design (not written until saved or launched there)."""
+        if not self._require_report():
+            return
         plan = getattr(self.report, "next_round", None)
         if plan is None:
             self.notify("No next round to draft yet: the plan needs at least 3 finished trials.",
@@ -298,5 +369,7 @@ opens it on the running screen with its curves.
         self.tuneplay.open_draft(plan.draft, str(path))
 
     def action_reanalyze(self) -> None:
+        if self.require_study() is None:
+            return
         self.report_key = None
         self.refresh_view()

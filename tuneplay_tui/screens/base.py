@@ -20,6 +20,7 @@ from textual.widgets import Footer, Static
 from tuneplay_tui.format import one_line
 from tuneplay_tui.messages import EngineCallDone, run_engine_call
 from tuneplay_tui.widgets.header import StageHeader
+from tuneplay_tui.widgets.notice_bar import NoticeBar
 
 if TYPE_CHECKING:
     from tuneplay_tui.app import TuneplayApp
@@ -52,6 +53,7 @@ class StageScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield StageHeader(self.STAGE, id="stage-header")
         yield from self.compose_body()
+        yield NoticeBar(id="notices")
         yield Footer(compact=True)
 
     def compose_body(self) -> ComposeResult:
@@ -59,6 +61,7 @@ class StageScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._apply_size(self.app.size.width, self.app.size.height)
+        self.call_after_refresh(self.tuneplay.show_notices)
 
     def on_resize(self, event: events.Resize) -> None:
         self._apply_size(event.size.width, event.size.height)
@@ -69,6 +72,11 @@ class StageScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         self.refresh_view()
+        self.tuneplay.show_notices()  # what was raised while another screen showed
+
+    def show_notices(self, errors: Any, passing: Any) -> None:
+        for bar in self.query(NoticeBar):  # none yet while the screen is being composed
+            bar.show_notices(errors, passing)
 
     def refresh_view(self) -> None:
         """Redraw from the app state (called on every poll while this screen is shown)."""
@@ -101,8 +109,7 @@ class StageScreen(Screen[None]):
     def on_engine_call_done(self, message: EngineCallDone) -> None:
         message.stop()  # handled here: the app's handler must not run on_done a second time
         if message.error is not None:
-            self.notify(message.error, title=f"{message.label} failed", severity="error",
-                        timeout=8)
+            self.notify(message.error, title=f"{message.label} failed", severity="error")
         elif message.on_done is not None:
             message.on_done(message.result)
         self.tuneplay.poller.request()
@@ -110,11 +117,12 @@ class StageScreen(Screen[None]):
     def require_study(self) -> int | None:
         """The selected study's id, or a hint and None when there is none."""
         if self.state.study_id is None:
-            self.notify("No study yet: design one on screen 2 (press 2).", severity="warning")
+            self.notify("No study yet: design one on screen 2 (press 2) or open a study file "
+                        "(h, then o).", severity="warning")
         return self.state.study_id
 
     def require_experiment(self) -> int | None:
         if self.state.experiment_id is None:
-            self.notify("No experiment yet: create one on the home screen (h, then n).",
-                        severity="warning")
+            self.notify("No experiment yet: open a study file (h, then o) or create one "
+                        "(h, then n).", severity="warning")
         return self.state.experiment_id

@@ -61,15 +61,18 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("e", "edit", "Edit", tooltip="Edit the selected hyperparameter's value"),
         Binding("o", "optimizer", "Optimizer", tooltip="Cycle the optimizer"),
-        Binding("b", "probe", "Probe batch", tooltip="Throughput probe at powers of two"),
+        Binding("b", "probe", "Probe", tooltip="Batch-size throughput probe at powers of two"),
         Binding("s", "save", "Save", tooltip="Save the edits as a new baseline version"),
+        Binding("x", "discard", "Discard", tooltip="Forget the unsaved edits"),
         Binding("r", "run", "Run", tooltip="Run the baseline once; check it beats chance"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.edits: dict[str, Any] = {}
-        self.probe: Any = None
+        self.edits_for: int | None = None  # the experiment the edits were made on
+        self.probes: dict[int, Any] = {}  # experiment id -> its probe's recommendation
+        self.probing: set[int] = set()  # experiments whose probe is running
         self._rows_for: tuple[Any, ...] = ()
 
     def compose_body(self) -> ComposeResult:
@@ -91,12 +94,18 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
     def update_view(self) -> None:
         exp, base = self.state.experiment(), self.state.baseline()
         summary = self.query_one("#base-summary", Static)
+        if self.edits_for != self.state.experiment_id:  # edits belong to one experiment
+            self.edits.clear()
+            self.edits_for = self.state.experiment_id
         if exp is None or base is None:
-            summary.update("No experiment yet: press h, then n to create one.")
+            summary.update(NO_EXPERIMENT)
+            self.query_one("#baseline-table", DataTable).clear(columns=True)
+            self._rows_for = ()
             return
         narrow = self.size.width < 100
-        tail = ((f" — {len(self.edits)} unsaved edit(s): s saves them as v{base.version + 1}",
-                 "bold $warning") if self.edits else
+        edited = (f" — {fmt.plural(len(self.edits), 'unsaved edit')}: s saves them as "
+                  f"v{base.version + 1} · x discards")
+        tail = ((edited, "bold $warning") if self.edits else
                 (f" — {base.note}" if base.note and not narrow else "", "$foreground-muted"))
         summary.update(Content.assemble(
             (exp.experiment.name, "bold"), f" · {exp.experiment.workload} · ",
@@ -132,12 +141,17 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
     def _panels(self) -> None:
         config = self.config()
         current = str(config.get("optimizer", ""))
-        tuned = OPTIMIZER_HPARAMS.get(current, ())
-        lines = [Content.assemble(("▸ ", "$accent"), (current, "bold $accent"),
-                                  f": {len(tuned)} to tune ({', '.join(tuned)})")]
-        others = [Content.assemble((n, "bold" if n == current else ""), f" {len(h)}")
-                  for n, h in OPTIMIZER_HPARAMS.items()]
-        lines.append(Content.styled("to tune: ", "$foreground-muted") + Content(" · ").join(others))
+        choices = optimizer_choices(self.tuneplay.workload_info(), config)
+        if choices:
+            tuned = OPTIMIZER_HPARAMS.get(current, ())
+            lines = [Content.assemble(("▸ ", "$accent"), (current, "bold $accent"),
+                                      f": {len(tuned)} to tune ({', '.join(tuned)})")]
+            others = [Content.assemble((n, "bold" if n == current else ""),
+                                       f" {len(OPTIMIZER_HPARAMS.get(n, ()))}") for n in choices]
+            lines.append(Content.styled("to tune: ", "$foreground-muted")
+                         + Content(" · ").join(others))
+        else:
+            lines = [Content.styled("this workload has no optimizer hyperparameter", "bold")]
         lines.append(Content.styled(OPTIMIZER_ADVICE, "$foreground-muted"))
         if config.get("schedule", "constant") != "constant":
             lines.append(Content.styled(f"schedule is {config['schedule']}: {LR_ADVICE}",
@@ -147,7 +161,14 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
         panel.update(Content("\n").join(lines))
         batch = self.query_one("#batch-panel", Static)
         batch.border_title = "batch size · b probes throughput"
-        batch.update(probe_content(self.probe, config.get("batch_size")))
+        eid = self.state.experiment_id
+        if eid in self.probing:
+            batch.update(Content.styled("probing throughput at powers of two, each size "
+                                        "measured 3 times (a minute or so)…", "$accent"))
+        else:
+            rec = self.probes.get(eid) if eid is not None else None
+            batch.update(probe_content(rec, config.get("batch_size"),
+                                       compact=self.has_class("-short")))
 
     def _run_status(self) -> Content:
         runs = self.state.baseline_runs()
@@ -183,9 +204,20 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
     def _chosen(self) -> None:
         self.action_edit()
 
+    def _require_baseline(self) -> bool:
+        """True when an experiment (with its baseline) is selected; else say what to do."""
+        if self.state.experiment() is None or self.state.baseline() is None:
+            self.notify(NO_EXPERIMENT, severity="warning")
+            return False
+        return True
+
     def action_edit(self) -> None:
+        if not self._require_baseline():
+            return
         name = self._selected()
         if name is None:
+            self.notify("No hyperparameter to edit: the workload declares none.",
+                        severity="warning")
             return
         current = fmt.value(self.config().get(name))
         self.app.push_screen(PromptScreen(f"{name} (baseline)", "a number, true/false or a name",
@@ -204,34 +236,88 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
         except DesignError as exc:
             self.notify(str(exc), title="baseline", severity="error")
             return
-        self.edits[name] = value
+        self._set_edit(name, value)
         self.refresh_view()
 
     def action_optimizer(self) -> None:
-        names = list(OPTIMIZER_HPARAMS)
-        current = str(self.config().get("optimizer", names[0]))
+        if not self._require_baseline():
+            return
+        config = self.config()
+        names = optimizer_choices(self.tuneplay.workload_info(), config)
+        if not names:
+            workload = self.state.experiment().experiment.workload  # type: ignore[union-attr]
+            self.notify(f"{workload} has no optimizer hyperparameter: nothing to cycle "
+                        "(e edits the values it has).", severity="warning")
+            return
+        current = str(config.get("optimizer", names[0]))
         nxt = names[(names.index(current) + 1) % len(names)] if current in names else names[0]
-        self.edits["optimizer"] = nxt
-        self.notify(f"optimizer {nxt}: {len(OPTIMIZER_HPARAMS[nxt])} hyperparameters to tune "
-                    f"({', '.join(OPTIMIZER_HPARAMS[nxt])})")
+        self._set_edit("optimizer", nxt)
+        tuned = OPTIMIZER_HPARAMS.get(nxt, ())
+        self.notify(f"optimizer {nxt}: {fmt.plural(len(tuned), 'hyperparameter')} to tune"
+                    + (f" ({', '.join(tuned)})" if tuned else ""))
+        self.refresh_view()
+
+    def _set_edit(self, name: str, value: Any) -> None:
+        """An edit, or none when it puts back the saved value."""
+        base = self.state.baseline()
+        saved = {**self._defaults(), **(dict(base.config) if base else {})}
+        if name in saved and saved[name] == value:
+            self.edits.pop(name, None)
+        else:
+            self.edits[name] = value
+
+    def _defaults(self) -> dict[str, Any]:
+        info = self.tuneplay.workload_info()
+        return info.defaults() if info else {}
+
+    def action_discard(self) -> None:
+        if not self.edits:
+            self.notify("No unsaved edits to discard.", severity="warning")
+            return
+        n = len(self.edits)
+        self.edits.clear()
+        self.notify(f"discarded {fmt.plural(n, 'unsaved edit')}", title="baseline")
         self.refresh_view()
 
     def action_probe(self) -> None:
-        exp = self.state.experiment()
-        if exp is None:
+        if not self._require_baseline():
             return
-        self.query_one("#batch-panel", Static).update("probing throughput at powers of two…")
+        exp = self.state.experiment()
+        assert exp is not None
+        info = self.tuneplay.workload_info()
+        if info is None or "batch_size" not in (info.hyperparameters or {}):
+            self.notify(f"{exp.experiment.workload} declares no batch_size to probe "
+                        "(the probe runs built-in workloads).", severity="warning")
+            return
+        eid = exp.experiment.id
+        if eid in self.probing:
+            self.notify("The probe is still running: its table shows when it is done.",
+                        severity="warning")
+            return
+        self.probing.add(eid)
+
+        def probe() -> Any:
+            try:
+                return self.facade.probe_batch(exp.experiment.workload)
+            except Exception as exc:  # noqa: BLE001 (comes back as the answer: see done)
+                return exc
 
         def done(rec: Any) -> None:
-            self.probe = rec
+            self.probing.discard(eid)
+            if isinstance(rec, Exception):
+                self.notify(fmt.one_line(rec), title="batch probe failed", severity="error")
+            else:
+                self.probes[eid] = rec
             self.refresh_view()
 
-        self.engine_call("batch probe", lambda: self.facade.probe_batch(exp.experiment.workload),
-                         done)
+        self.engine_call("batch probe", probe, done)
+        self.refresh_view()
 
     def action_save(self) -> None:
-        eid = self.require_experiment()
-        if eid is None or not self.edits:
+        if not self._require_baseline():
+            return
+        eid = self.state.experiment_id
+        if not self.edits:
             self.notify("Nothing to save: edit a value first (e).", severity="warning")
             return
         save = getattr(self.facade, "save_baseline", None)
@@ -247,15 +333,31 @@ Edit values with `e`, save them as a new baseline version with `s`, run it with 
         self.engine_call("save baseline", lambda: save(eid, config, note), done)
 
     def action_run(self) -> None:
-        eid = self.require_experiment()
-        if eid is None:
+        if not self._require_baseline():
             return
+        eid = self.state.experiment_id
         if self.edits:
-            self.notify("Save the edits first (s): the run uses the saved baseline.",
-                        severity="warning")
+            self.notify("Save the edits first (s) or discard them (x): the run uses the saved "
+                        "baseline.", severity="warning")
             return
         self.engine_call("run baseline", lambda: self.facade.run_baseline(eid),
                          lambda study: self.notify(f'baseline run "{study.name}" queued'))
+
+
+NO_EXPERIMENT = ("No experiment yet: open a study file (h, then o; launching it creates its "
+                 "experiment) or create one (h, then n).")
+
+
+def optimizer_choices(info: Any, config: dict[str, Any]) -> list[str]:
+    """The optimizers ``o`` cycles through: the workload's own choices; none for a workload
+    that declares no optimizer (or, declaring nothing, has none in its baseline)."""
+    hps = getattr(info, "hyperparameters", None)
+    if hps is not None:
+        hp = hps.get("optimizer")
+        if hp is None:
+            return []
+        return [str(c) for c in hp.choices] if hp.choices else list(OPTIMIZER_HPARAMS)
+    return list(OPTIMIZER_HPARAMS) if "optimizer" in config else []
 
 
 def hp_problem(hp: Any, value: Any) -> str:
@@ -275,21 +377,30 @@ def hp_problem(hp: Any, value: Any) -> str:
     return ""
 
 
-def probe_content(rec: Any, current: Any) -> Content:
-    """The throughput probe's table and its recommendation."""
+USE_MARK = {False: "  ◂ use", True: " ◂"}
+
+
+def probe_content(rec: Any, current: Any, compact: bool = False) -> Content:
+    """The throughput probe's table and its recommendation; ``compact`` (a short terminal)
+    puts the recommendation first and keeps the rows next to the chosen size."""
     if rec is None:
         return Content.assemble(f"batch_size {fmt.value(current)} · ",
                                 ("b measures examples/s and memory at powers of two until OOM.\n",
                                  "$foreground-muted"), (BATCH_ADVICE, "$foreground-muted"))
+    probes = list(rec.probes)
+    if compact:
+        at = next((i for i, p in enumerate(probes) if p.batch_size == rec.batch_size), 0)
+        probes = probes[max(at - 1, 0): at + 2]
     lines = [Content.styled("batch     examples/s   memory   gain", "bold")]
-    for p in rec.probes:
+    for p in probes:
         if p.oom:
             lines.append(Content.styled(f"{p.batch_size:>5}     out of memory", "$error"))
             continue
-        gain = f"+{p.gain_over_previous:.0%}" if p.gain_over_previous is not None else ""
+        gain = f"{p.gain_over_previous:+.0%}" if p.gain_over_previous is not None else ""
         mem = f"{p.peak_mem_bytes / 1e9:.2f} GB" if p.peak_mem_bytes else "—"
         chosen = p.batch_size == rec.batch_size
         lines.append(Content.styled(f"{p.batch_size:>5} {p.examples_per_s or 0:>14,.0f} {mem:>8} {gain:>6}"
-                                    + ("  ◂ use" if chosen else ""), "bold $success" if chosen else ""))
-    lines.append(Content.styled(rec.reason, "$accent"))
-    return Content("\n").join(lines)
+                                    + (USE_MARK[compact] if chosen else ""),
+                                    "bold $success" if chosen else ""))
+    reason = Content.styled(rec.reason, "$accent")
+    return Content("\n").join([reason, *lines] if compact else [*lines, reason])

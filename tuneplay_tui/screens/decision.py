@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.widgets import DataTable, Static
 
@@ -77,7 +77,8 @@ study then starts from. An inconclusive verdict usually means: more seeds.
     def compose_body(self) -> ComposeResult:
         yield Static(id="dec-candidate", classes="summary")
         with Horizontal(id="dec-body", classes="body"):
-            yield Static(id="dec-verdict")
+            with VerticalScroll(id="dec-verdict-box"):  # at 80x24 the test lines scroll
+                yield Static(id="dec-verdict")
             yield Chart(id="dec-chart")
         log: DataTable[Any] = DataTable(id="decision-log", cursor_type="row")
         log.border_title = "decision log"
@@ -98,7 +99,7 @@ study then starts from. An inconclusive verdict usually means: more seeds.
         decision = decisions[-1] if decisions else None
         self._candidate_line(study, decision)
         verdict = self.query_one("#dec-verdict", Static)
-        verdict.border_title = "comparison over seed reruns"
+        self.query_one("#dec-verdict-box").border_title = "comparison over seed reruns"
         verdict.update(verdict_content(study, trials, decision, self.result))
         self._draw_chart(decision, trials)
         self._fill_log()
@@ -251,9 +252,8 @@ def comparison_lines(d: Decision) -> list[Content]:
     out: list[Content] = []
     for side in ("candidate", "baseline"):
         mean, std, n = c.get(f"mean_{side}"), c.get(f"std_{side}"), c.get(f"n_{side}", 0)
-        spread = f" ±{fmt.metric(std, 2)}" if std is not None else ""
         out.append(Content.assemble((f"{side:<10}", "bold"),
-                                    f"{fmt.metric(mean)}{spread}".ljust(18), f"({n} seeds)"))
+                                    fmt.with_spread(mean, std).ljust(18), f"({n} seeds)"))
     out.append(Content.assemble(("verdict: ", "bold"),
                                 (d.verdict.upper(), f"bold reverse {VERDICT_VAR.get(d.verdict, '')}"),
                                 f" — {d.rationale}"))
@@ -267,10 +267,12 @@ def comparison_lines(d: Decision) -> list[Content]:
         out.append(Content.styled("→ r adds seeds; d decides again", "$accent"))
     out.append(Content.styled(stated_test(d.test, c), "$foreground-muted"))
     diff, lo, hi, eff = (c.get(k) for k in ("difference", "ci_low", "ci_high", "effect_in_seed_std"))
-    if diff is not None:
-        ci = f" (95% CI {fmt.metric(lo)} .. {fmt.metric(hi)})" if lo is not None else ""
+    if diff is not None:  # one scale for the three: a bound of 1.86e-10 beside 0.0078 is 0
+        scale = max(abs(x) for x in (diff, lo, hi) if x is not None)
+        ci = (f" (95% CI {fmt.at_scale(lo, scale)} .. {fmt.at_scale(hi, scale)})"
+              if lo is not None else "")
         times = f" = {abs(eff):.1f}× the pooled seed spread" if eff is not None else ""
-        out.append(Content(f"difference {fmt.metric(diff)}{ci}{times}"))
+        out.append(Content(f"difference {fmt.at_scale(diff, scale)}{ci}{times}"))
     if d.complexity_note:
         out.append(Content.styled(f"complexity: {d.complexity_note}", "$foreground-muted"))
     return out

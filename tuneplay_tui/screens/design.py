@@ -25,6 +25,8 @@ ROLE_STYLE = {"scientific": f"bold {fmt.VIOLET}", "nuisance": f"bold {fmt.BLUE}"
 SEARCH_ADVICE = {"quasi_random": "quasi-random: for exploration (even coverage, easy to analyse)",
                  "bayesian": "Bayesian: for exploitation once the search space is well understood"}
 SETTING_FIELDS = ("name", "goal", "budget", "max_train_steps", "eval_every", "seed")
+NO_DESIGN = ("No experiment yet: open a study file (h, then o), or create an experiment "
+             "(h, then n) to design from its baseline.")
 
 
 class DesignScreen(StageScreen):
@@ -73,6 +75,7 @@ the study will try; the file saved under `studies/` is exactly what was validate
         self.spec: Any = None
         self.points: list[Any] = []
         self.pair = 0
+        self._design_asked: object | None = None  # the baseline design on its way, if any
 
     def compose_body(self) -> ComposeResult:
         yield Static(id="design-settings", classes="summary")
@@ -94,16 +97,23 @@ the study will try; the file saved under `studies/` is exactly what was validate
     # ------------------------------------------------------------- loading
     def update_view(self) -> None:
         eid = self.state.experiment_id
-        if eid is None:
-            self.query_one("#design-settings", Static).update(
-                "No experiment yet: create one on the home screen (h, then n).")
+        if eid is None and self.model is None:
+            widget = self.query_one("#design-settings", Static)
+            widget._last_line = NO_DESIGN  # type: ignore[attr-defined]
+            widget.update(NO_DESIGN)
             return
-        if self.model is None or (not self.dirty and self.loaded_for != eid):
+        if eid is not None and (self.model is None or (not self.dirty and self.loaded_for != eid)):
             self.loaded_for = eid
+            asked = self._design_asked = object()
             self.engine_call("study design", lambda: self.facade.baseline_design(eid),
-                             self._load_design)
+                             lambda design: self._load_design(design, asked))
+        if self.model is not None:
+            self._settings_line()  # the experiment it launches into may exist by now
 
-    def _load_design(self, design: dict[str, Any]) -> None:
+    def _load_design(self, design: dict[str, Any], asked: object | None = None) -> None:
+        if asked is not self._design_asked:
+            return  # a study file was opened meanwhile: it wins over the baseline's design
+        self._design_asked = None
         self.model = DesignModel.from_dict(design, self.tuneplay.workload_info())
         exp = self.state.experiment()
         if exp is not None:  # launch into this experiment, not one named after the workload
@@ -113,12 +123,18 @@ the study will try; the file saved under `studies/` is exactly what was validate
         self._changed(rebuild=True)
 
     def load_text(self, text: str, path: str) -> None:
-        """Open a study file's text for review before launching (``tuneplay FILE``)."""
+        """Open a study file's text for review before launching (``tuneplay FILE``).
+
+        The rows are the file's own, described by the file's workload: never the selected
+        experiment's baseline or workload, which may be another model altogether."""
         try:
-            self.model = DesignModel.from_text(text, self.tuneplay.workload_info())
+            ref = DesignModel.workload_of(text)
+            info = self.tuneplay.workload_info(ref) if ref else None
+            self.model = DesignModel.from_text(text, info, add_missing=False)
         except DesignError as exc:
             self.notify(f"{path}: {exc}", severity="error")
             return
+        self._design_asked = None  # a baseline design still on its way must not replace it
         self.path, self.dirty, self.loaded_for = path, True, self.state.experiment_id
         self.opened_toml = self.model.to_toml()  # the file as opened: launch it untouched
         self._changed(rebuild=True)
@@ -134,21 +150,48 @@ the study will try; the file saved under `studies/` is exactly what was validate
         if self.model is None:
             return
         self._fill_table(rebuild)
-        m = self.model
-        s = m.study
+        self._settings_line()
         wide = self.size.width >= 100
-        self.query_one("#design-settings", Static).update(Content.assemble(
+        hint = self.model.allocation_hint(compact=not wide)
+        if wide:
+            hint += f" · {SEARCH_ADVICE[self.model.study.get('search') or 'quasi_random']}"
+        self.query_one("#design-hint", Static).update(Content.styled(hint, "$foreground-muted"))
+        self._validate()
+
+    def _settings_line(self) -> None:
+        """``study "x" → experiment e (new: L creates it) · quasi_random · budget 16 · …``."""
+        assert self.model is not None
+        s = self.model.study
+        wide = self.size.width >= 100
+        line = Content.assemble(
             ("study ", "$foreground-muted"), (f'"{s.get("name", "")}"', "bold"),
-            " · ", (str(s.get("search", "quasi_random")), "bold"),
+            self._experiment_note(), " · ", (str(s.get("search") or "quasi_random"), "bold"),
             " · budget ", (str(s.get("budget", "")), "bold"),
             f" · {s.get('max_train_steps', '')} steps · eval {s.get('eval_every', '')}",
             f" · seed {s.get('seed', 0)}" if wide else "", (" (t edits)" if wide else "",
-                                                              "$foreground-muted")))
-        hint = m.allocation_hint(compact=not wide)
-        if wide:
-            hint += f" · {SEARCH_ADVICE.get(s.get('search', ''), '')}"
-        self.query_one("#design-hint", Static).update(Content.styled(hint, "$foreground-muted"))
-        self._validate()
+                                                              "$foreground-muted"))
+        widget = self.query_one("#design-settings", Static)
+        if getattr(widget, "_last_line", None) != line.plain:  # may wrap: a layout pass
+            widget._last_line = line.plain  # type: ignore[attr-defined]
+            widget.update(line)
+
+    def _experiment_note(self) -> Content:
+        """Which experiment launching puts the study in, when it is not the selected one."""
+        assert self.model is not None
+        name = getattr(self.spec, "experiment", "") or self.model.study.get("experiment", "")
+        if not name:
+            return Content("")
+        workload = getattr(self.spec, "workload_ref", "") or self.model.study.get("workload", "")
+        found = self.tuneplay.find_experiment(name)
+        if found is None:
+            return Content.assemble(" → ", (f"new experiment {name}", "bold $accent"),
+                                    (" (L creates it)", "$foreground-muted"))
+        if workload and found.experiment.workload != workload:
+            return Content.styled(f" → experiment {name} runs {found.experiment.workload}, "
+                                  f"not {workload}: set [study] experiment", "bold $error")
+        if found.experiment.id != self.state.experiment_id:
+            return Content.assemble(" → ", (f"experiment {name}", "bold"))
+        return Content("")
 
     def _fill_table(self, rebuild: bool) -> None:
         assert self.model is not None
@@ -206,6 +249,7 @@ the study will try; the file saved under `studies/` is exactly what was validate
                                            ("  w saves · L saves and launches", "$accent")))
         if had_error != self.error:
             self._fill_table(rebuild=False)
+        self._settings_line()  # the spec names the experiment it launches into
         chart = self.query_one("#preview-chart", Chart)
         if message.error is not None:
             chart.border_title = "preview"
@@ -220,6 +264,21 @@ the study will try; the file saved under `studies/` is exactly what was validate
             return None
         return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
 
+    def _require_model(self) -> bool:
+        """True when there is a design to edit; else say how to get one."""
+        if self.model is None:
+            self.notify(NO_DESIGN if self.state.experiment_id is None
+                        else "The design is still loading: try again in a moment.",
+                        severity="warning")
+            return False
+        return True
+
+    def _require_row(self) -> str | None:
+        name = self._row_name() if self._require_model() else None
+        if name is None and self.model is not None:
+            self.notify("No hyperparameter selected.", severity="warning")
+        return name
+
     def _edit(self, fn: Any, *args: Any) -> Any:
         try:
             out = fn(*args)
@@ -231,12 +290,12 @@ the study will try; the file saved under `studies/` is exactly what was validate
         return out
 
     def action_role(self) -> None:
-        name = self._row_name()
+        name = self._require_row()
         if name is not None and self.model is not None:
             self._edit(self.model.cycle_role, name)
 
     def action_scale(self) -> None:
-        name = self._row_name()
+        name = self._require_row()
         if name is not None and self.model is not None:
             self._edit(self.model.cycle_scale, name)
 
@@ -245,7 +304,7 @@ the study will try; the file saved under `studies/` is exactly what was validate
         self.action_edit()
 
     def action_edit(self) -> None:
-        name = self._row_name()
+        name = self._require_row()
         if name is None or self.model is None:
             return
         r = self.model.row(name)
@@ -259,25 +318,32 @@ the study will try; the file saved under `studies/` is exactly what was validate
             self._edit(self.model.set_text, name, text)
 
     def action_search(self) -> None:
-        if self.model is not None:
+        if self._require_model() and self.model is not None:
             self._edit(self.model.toggle_search)
 
     def action_budget(self, direction: int) -> None:
-        if self.model is not None:
+        if self._require_model() and self.model is not None:
             self._edit(self.model.bump_budget, direction)
 
     def action_pair(self) -> None:
+        if not self._require_model():
+            return
+        if self.spec is None:
+            self.notify("No preview to turn: fix the design's error first.", severity="warning")
+            return
         self.pair += 1
-        if self.spec is not None:
-            self.pair = draw_preview(self.query_one("#preview-chart", Chart), self.spec,
-                                     self.points, self.pair)
+        self.pair = draw_preview(self.query_one("#preview-chart", Chart), self.spec,
+                                 self.points, self.pair)
 
     def action_reset(self) -> None:
+        if self.state.experiment_id is None:
+            self.notify("No baseline to start from: " + NO_DESIGN, severity="warning")
+            return
         self.model, self.dirty, self.loaded_for = None, False, None
         self.refresh_view()
 
     def action_settings(self) -> None:
-        if self.model is None:
+        if not self._require_model() or self.model is None:
             return
         fields = [(k, k, str(self.model.study.get(k, ""))) for k in SETTING_FIELDS]
         self.app.push_screen(FormScreen("Study settings", fields,
@@ -300,7 +366,7 @@ the study will try; the file saved under `studies/` is exactly what was validate
         self._save(launch=True)
 
     def _save(self, launch: bool) -> None:
-        if self.model is None:
+        if not self._require_model() or self.model is None:
             return
         text = self.model.to_toml()
         if self.valid_text != text:

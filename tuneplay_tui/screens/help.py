@@ -14,6 +14,7 @@ GLOBAL_KEYS = (
     ("1-5", "go to a stage: baseline, design, running, analysis, decision"),
     ("h", "home: experiments and studies"),
     ("?", "this help"),
+    ("esc", "dismiss the error shown above the footer (errors stay until dismissed)"),
     ("ctrl+p", "command palette: every action, every study"),
     ("q", "quit the app (the engine and its trials keep running)"),
 )

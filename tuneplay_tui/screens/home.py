@@ -37,7 +37,8 @@ selected by default. Trials run in the background engine: closing the app does n
 them, and opening it tomorrow shows where things stand.
 """
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "open", "Open", tooltip="Follow the highlighted experiment or study"),
+        Binding("enter", "open", "Open", tooltip="Follow the highlighted experiment or study",
+                priority=True),  # before the table's own enter, which says nothing when empty
         Binding("n", "new_experiment", "New experiment"),
         Binding("o", "open_file", "Open study file"),
     ]
@@ -135,6 +136,8 @@ them, and opening it tomorrow shows where things stand.
         key = self._selected_key()
         exp, study = self._lookup(key) if key else (None, None)
         if exp is None:
+            self.notify("Nothing to open yet: n creates an experiment, o opens a study file.",
+                        severity="warning")
             return
         if study is None:
             self.tuneplay.select_experiment(exp.experiment.id)

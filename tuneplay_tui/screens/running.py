@@ -19,7 +19,7 @@ from tuneplay_tui.screens.dialogs import ConfirmScreen, FormScreen, PromptScreen
 from tuneplay_tui.widgets.charts import Chart
 from tuneplay_tui.widgets.panels import devices_line
 from tuneplay_tui.widgets.plotting import PALETTE, Line, legend
-from tuneplay_tui.widgets.trial_table import FILTERS, TrialTable, trial_rate
+from tuneplay_tui.widgets.trial_table import FILTERS, TrialTable
 
 BEST_K = 5
 TRAIN_METRIC = "train_loss"
@@ -33,14 +33,6 @@ def best_trials(trials: Sequence[Trial], mode: str, k: int = BEST_K) -> list[Tri
     ok = [t for t in trials if t.best_value is not None and not t.state.is_infeasible()
           and t.kind == "search"]
     return sorted(ok, key=lambda t: (sign * float(t.best_value), t.id))[:k]  # type: ignore[arg-type]
-
-
-def study_eta(trials: Sequence[Trial]) -> float | None:
-    """Remaining steps of running and queued trials over the running trials' total rate."""
-    rates = [r for t in trials if t.state.value == "RUNNING" and (r := trial_rate(t))]
-    left = sum(max(t.max_train_steps - t.steps_done, 0) for t in trials
-               if t.state.value in ("RUNNING", "QUEUED"))
-    return left / sum(rates) if rates and left else None
 
 
 class RunningScreen(StageScreen):
@@ -67,7 +59,10 @@ Select trials with `space` to act on several at once.
         Binding("space", "mark", "Mark", show=False),
         Binding("plus,equals_sign", "add_trials", "Trials"),
         Binding("s", "slots", "Slots", show=False, tooltip="Device slots per GPU / CPU"),
-        Binding("f", "follow", "Follow", tooltip="Curves of the best 5 or of the selected trial"),
+        Binding("f", "follow", "Follow", show=False,  # the chart's title says it
+                tooltip="Curves of the best 5 or of the selected trial (enter picks one)"),
+        Binding("g", "chart", "Chart", tooltip="The curves in the table's place, and back "
+                "(at 80x24 the table alone shows until then)"),
         Binding("slash", "filter", "Filter"),
     ]
 
@@ -101,9 +96,10 @@ Select trials with `space` to act on several at once.
         spec = study.spec
         names = [p["name"] for p in (*spec.get("scientific", ()), *spec.get("nuisance", ()))]
         trials = self.state.study_trials()
-        self.table.configure(study.id, names)
+        snap = self.state.snapshot
+        self.table.configure(study.id, names, hosts=bool(snap and snap.hosts))
         self.table.border_title = f"trials · filter: {self.table.filter}"
-        self.table.sync(trials)
+        self.table.sync(trials, self.tuneplay.clock())
         self.set_line("#run-summary", self._summary(study.name, spec.get("metric", ""),
                                                     spec.get("mode", "min"), trials))
         self._follow(trials, spec.get("mode", "min"))
@@ -141,7 +137,7 @@ Select trials with `space` to act on several at once.
             digits = 4 if metric else 3
             parts += [" · best ", (f"{label}{fmt.metric(best[0].best_value, digits)}", "bold"),
                       f" #{best[0].id}"]
-        eta = study_eta(trials)
+        eta = self.state.study_eta(self.tuneplay.clock())
         if eta is not None:
             parts += [" · ETA ", (fmt.duration(eta), "bold")]
         return parts
@@ -167,7 +163,7 @@ Select trials with `space` to act on several at once.
             lines = [Line(metric, *series.get(metric, ((), ())), PALETTE[0])]
             if TRAIN_METRIC in series and TRAIN_METRIC != metric:
                 lines.append(Line(TRAIN_METRIC, *series[TRAIN_METRIC], PALETTE[2], right=True))
-            chart.border_title = f"trial #{tid}: {metric} and {TRAIN_METRIC} (right)"
+            chart.border_title = f"trial #{tid}: {metric} and {TRAIN_METRIC} (right) · f: best 5"
             chart.border_subtitle = legend([("━", ln.label, ln.color) for ln in lines])
         else:
             best = best_trials(trials, mode)
@@ -176,7 +172,7 @@ Select trials with `space` to act on several at once.
                 return
             lines = [Line(f"#{t.id}", *curves.get(t.id, {}).get(metric, ((), ())), PALETTE[i])
                      for i, t in enumerate(best)]
-            chart.border_title = (f"{metric} · best {len(best)}" if best
+            chart.border_title = (f"{metric} · best {len(best)} · enter: one trial" if best
                                   else f"{metric} · no results yet")
             chart.border_subtitle = legend([("━", ln.label, ln.color) for ln in lines])
         self._drawn = key
@@ -254,9 +250,12 @@ Select trials with `space` to act on several at once.
             self.refresh_view()
 
     def _control(self, verb: str, fn_name: str) -> None:
+        if self.require_study() is None:
+            return
         ids = self.table.targets()
         if not ids:
-            self.notify("No trial selected.", severity="warning")
+            self.notify(f"No trial to {verb}: the list is empty (/ changes the filter).",
+                        severity="warning")
             return
 
         def run() -> None:
@@ -288,18 +287,37 @@ Select trials with `space` to act on several at once.
         self._control("requeue", "requeue")
 
     def action_mark(self) -> None:
+        if self.require_study() is None:
+            return
         sel = self.table.selected_id()
-        if sel is not None:
-            self.table.toggle_mark(sel, self.state.study_trials())
-            self.table.action_cursor(1)
+        if sel is None:
+            self.notify("No trial to mark: the list is empty.", severity="warning")
+            return
+        self.table.toggle_mark(sel, self.state.study_trials())
+        self.table.action_cursor(1)
 
     def action_filter(self) -> None:
+        if self.require_study() is None:
+            return
         names = list(FILTERS)
         self.table.filter = names[(names.index(self.table.filter) + 1) % len(names)]
         self.refresh_view()
 
     def action_follow(self) -> None:
+        if self.require_study() is None:
+            return
+        if self.follow_mode == "best" and self.table.selected_id() is None:
+            self.notify("No trial selected: the chart keeps the best 5.", severity="warning")
+            return
         self.follow_mode = "best" if self.follow_mode == "trial" else "trial"
+        self.refresh_view()
+
+    def action_chart(self) -> None:
+        """Swap the table for the chart (full body) and back: a short, narrow terminal has
+        no room for both at a readable size."""
+        if self.require_study() is None:
+            return
+        self.toggle_class("-chart-only")
         self.refresh_view()
 
     def action_add_trials(self) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +55,7 @@ class Chart(PlotextPlot):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._recipe: Recipe | None = None
+        self._recipe: Callable[[int], Recipe] | None = None  # the picture, for a height
         self._picture: list[Strip] = []
         self._base: Any = None
         self._generation = 0
@@ -67,26 +67,30 @@ class Chart(PlotextPlot):
         return max(self.size.width, 20) * MAX_POINTS_PER_CELL
 
     def draw_message(self, message: str) -> None:
-        self._draw(message_recipe(message))
+        recipe = message_recipe(message)
+        self._draw(lambda rows: recipe)
 
     def draw_lines(self, lines: Sequence[Line], **options: Any) -> None:
         """Curves over steps; options: ``log_y``, ``x_range``, ``clip`` (the y window)."""
         if not any(len(line.x) for line in lines):
             self.draw_message("no curve points yet")
             return
-        self._draw(lines_recipe(lines, self._budget, **options))
+        budget = self._budget
+        self._draw(lambda rows: lines_recipe(lines, budget, rows=rows, **options))
 
     def draw_points(self, groups: Sequence[Points], **options: Any) -> None:
         """Scatter groups; options: ``log_x``, ``x_range``, ``categories``, ``vlines``,
         ``log_y``, ``y_range``, ``y_categories``."""
-        self._draw(points_recipe(groups, **options))
+        self._draw(lambda rows: points_recipe(groups, rows=rows, **options))
 
     def draw_bars(self, labels: Sequence[str], values: Sequence[float], color: RGB = BLUE,
                   highlight: int | None = None) -> None:
-        self._draw(bars_recipe(labels, values, color, highlight))
+        recipe = bars_recipe(labels, values, color, highlight)
+        self._draw(lambda rows: recipe)
 
     # ------------------------------------------------------------- building
-    def _draw(self, recipe: Recipe) -> None:
+    def _draw(self, recipe: Callable[[int], Recipe]) -> None:
+        """Keep how to draw (a recipe for a height: ticks depend on it) and draw it."""
         self._recipe = recipe
         self._build()
 
@@ -95,7 +99,7 @@ class Chart(PlotextPlot):
         if self._recipe is None or not self.is_mounted or width <= 0 or height <= 0:
             return
         self._generation += 1
-        generation, recipe = self._generation, self._recipe
+        generation, recipe = self._generation, self._recipe(height)
         theme = self._get_plotext_theme_name(self.app.theme)
 
         def job() -> None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from textual.content import Content
 from textual.widget import Widget
 
+from tuneplay_tui import format as fmt
 from tuneplay_tui.state import STAGE_TITLES, STAGES
 
 if TYPE_CHECKING:
@@ -30,16 +31,18 @@ class StageHeader(Widget):
     def render(self) -> Content:
         state: AppState = self.app.state  # type: ignore[attr-defined]
         width = max(self.size.width, 20)
-        return Content("\n").join([context_line(state, width), stage_strip(state, self.stage, width)])
+        now = self.app.clock()  # type: ignore[attr-defined]
+        return Content("\n").join([context_line(state, width, now),
+                                   stage_strip(state, self.stage, width)])
 
 
-def context_line(state: AppState, width: int) -> Content:
+def context_line(state: AppState, width: int, now: float | None = None) -> Content:
     """`` tuneplay  exp · baseline v2 · study "x" (running 3/8)      engine ● 2 GPUs · 4 slots``.
 
     Narrow terminals get a compact form (``exp · v2 · x (running 3/8)   ● 2 GPUs``).
     """
     engine, level = state.engine_line()
-    full, short = where_texts(state)
+    full, short = where_texts(state, now)
     brand = " tuneplay "
     where, right = full, engine
     if len(brand) + 2 + len(where) + len(right) + 2 > width:
@@ -54,8 +57,9 @@ def context_line(state: AppState, width: int) -> Content:
     )
 
 
-def where_texts(state: AppState) -> tuple[str, str]:
-    """The experiment / baseline / study description, in a full and a compact form."""
+def where_texts(state: AppState, now: float | None = None) -> tuple[str, str]:
+    """The experiment / baseline / study description, in a full and a compact form (with
+    the study's ETA while it runs, as of ``now``)."""
     exp = state.experiment()
     if exp is None:
         return "no experiment yet", "no experiment yet"
@@ -64,8 +68,12 @@ def where_texts(state: AppState) -> tuple[str, str]:
     full = [exp.experiment.name, f"baseline v{base.version}" if base else "no baseline"]
     short = [exp.experiment.name, f"v{base.version}" if base else "no baseline"]
     if study is not None:
-        full.append(f'study "{study.name}" ({state.study_status()})')
-        short.append(f"{study.name} ({state.study_status()})")
+        status = state.study_status()
+        eta = state.study_eta(now) if now is not None else None
+        if eta is not None:
+            status += f" · ETA {fmt.duration(eta)}"
+        full.append(f'study "{study.name}" ({status})')
+        short.append(f"{study.name} ({status})")
     return " · ".join(full), " · ".join(short)
 
 

@@ -50,11 +50,10 @@ def isolation_content(plot: Any, width: int = 60) -> Content:
             continue
         good = (r.best_value - lo) / span if plot.mode == "max" else (hi - r.best_value) / span
         bar = "▇" * max(1, round(1 + good * (bar_w - 1)))
-        spread = f" ±{fmt.metric(r.rerun_std, 2)}" if r.rerun_std is not None else ""
         best = i == plot.best_row
         lines.append(Content.assemble(
             f"  {fmt.value(r.value):>{label_w}}  ",
-            (f"{fmt.metric(r.best_value)}{spread}".ljust(16), "bold" if best else ""),
+            (fmt.with_spread(r.best_value, r.rerun_std).ljust(16), "bold" if best else ""),
             (bar, "$success" if best else "$accent"),
             (f"  #{r.best_trial_id}" if r.best_trial_id is not None else "", "$foreground-muted"),
         ))

@@ -23,6 +23,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from engine.status import step_rate
 from engine.store.base import Trial
 from tuneplay_tui import format as fmt
 
@@ -32,6 +33,7 @@ BASE_COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("trial", "trial", 6), ("state", "state", 9), ("progress", "step / max", BAR + 1 + STEPS),
     ("best", "best", 8), ("at", "best@", 5), ("dev", "dev", 4), ("eta", "ETA", 5),
 )
+HOST_WIDTH = 12  # "host/device" when engines on many hosts share the store
 FILTERS: dict[str, tuple[str, ...] | None] = {
     "all": None,
     "active": ("RUNNING", "QUEUED", "PAUSED"),
@@ -50,22 +52,18 @@ def style_of(spec: str) -> Style:
     return _STYLES[spec]
 
 
-def trial_rate(t: Trial) -> float | None:
-    """Steps per second of a running trial, from the engine's own timestamps."""
-    if t.started_at is None or t.heartbeat_at is None or t.steps_done <= 0:
-        return None
-    elapsed = t.heartbeat_at - t.started_at
-    return t.steps_done / elapsed if elapsed > 0 else None
-
-
-def trial_eta(t: Trial) -> float | None:
-    rate = trial_rate(t)
+def trial_eta(t: Trial, now: float | None = None) -> float | None:
+    """Seconds a running trial still needs at its measured rate (the one the study's ETA
+    uses, so the two never disagree), less the time since its last heartbeat."""
+    rate = step_rate(t)
     if t.state.value != "RUNNING" or rate is None:
         return None
-    return max(t.max_train_steps - t.steps_done, 0) / rate
+    stale = max(now - t.heartbeat_at, 0.0) if now is not None and t.heartbeat_at else 0.0
+    return max(max(t.max_train_steps - t.steps_done, 0) / rate - stale, 0.0)
 
 
-def row_cells(t: Trial, hp_names: Sequence[str], marked: bool) -> tuple[Cell, ...]:
+def row_cells(t: Trial, hp_names: Sequence[str], marked: bool,
+              now: float | None = None, hosts: bool = False) -> tuple[Cell, ...]:
     """The cells of one trial (compared between polls to find the rows that changed)."""
     state = t.state.value
     frac = t.steps_done / t.max_train_steps if t.max_train_steps else 0.0
@@ -77,12 +75,19 @@ def row_cells(t: Trial, hp_names: Sequence[str], marked: bool) -> tuple[Cell, ..
         best = (fmt.metric(t.best_value), "bold" if state == "COMPLETED" else "")
     trial = (("●" if marked else " ") + f"{t.id:>4}{KIND_MARK.get(t.kind, ' ')}",
              "bold reverse" if marked else "")
-    eta = fmt.duration(trial_eta(t)) if state == "RUNNING" else ""
+    eta = fmt.duration(trial_eta(t, now)) if state == "RUNNING" else ""
     at = "" if t.best_step is None else str(t.best_step)
     params = tuple((fmt.value(t.params.get(n)), "") for n in hp_names)
     return (trial, (fmt.STATE_WORD.get(state, state.lower()), fmt.STATE_STYLE.get(state, "")),
             (fmt.bar(frac, BAR) + " " + steps.rjust(STEPS), running), best, (at, ""),
-            (t.device or "—", ""), (eta, "")) + params
+            (where(t, hosts), ""), (eta, "")) + params
+
+
+def where(t: Trial, hosts: bool) -> str:
+    """The trial's device; with engines on many hosts, ``host/device`` (``b/gpu0``)."""
+    if hosts and t.host:
+        return f"{t.host}/{t.device or '—'}"
+    return t.device or "—"
 
 
 @dataclass
@@ -141,6 +146,7 @@ class TrialTable(ScrollView, can_focus=True):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.hp_names: tuple[str, ...] = ()
+        self.hosts = False
         self.filter = "all"
         self.marked: set[int] = set()
         self.columns: list[_Column] = []
@@ -153,28 +159,33 @@ class TrialTable(ScrollView, can_focus=True):
         self._study: int | None = None
 
     # ------------------------------------------------------------- data
-    def configure(self, study_id: int | None, hp_names: Iterable[str]) -> None:
-        """(Re)build the columns for a study's hyperparameters (clears the rows)."""
+    def configure(self, study_id: int | None, hp_names: Iterable[str],
+                  hosts: bool = False) -> None:
+        """(Re)build the columns for a study's hyperparameters (clears the rows); with
+        ``hosts`` (engines on many hosts) the device column names the host too."""
         names = tuple(hp_names)
-        if study_id == self._study and names == self.hp_names and self.columns:
+        if (study_id == self._study and names == self.hp_names and self.columns
+                and hosts == self.hosts):
             return
-        self._study, self.hp_names = study_id, names
-        self.columns = [_Column(k, label, w) for k, label, w in BASE_COLUMNS]
+        self._study, self.hp_names, self.hosts = study_id, names, hosts
+        self.columns = [_Column(k, label, w) if k != "dev" or not hosts
+                        else _Column(k, "host/dev", HOST_WIDTH) for k, label, w in BASE_COLUMNS]
         self.columns += [_Column(f"hp.{n}", n if len(n) <= 12 else n[:11] + "…",
                                  max(8, min(len(n), 12))) for n in names]
         self._order, self._index, self._cells = [], {}, {}
         self.marked.clear()
         self._invalidate()
 
-    def sync(self, trials: Sequence[Trial]) -> int:
-        """Bring the rows in line with ``trials``; returns how many rows changed."""
+    def sync(self, trials: Sequence[Trial], now: float | None = None) -> int:
+        """Bring the rows in line with ``trials`` (ETAs as of ``now``); returns how many
+        rows changed."""
         wanted = FILTERS[self.filter]
         shown = [t for t in trials if wanted is None or t.state.value in wanted]
         selected = self.selected_id()
         order = [t.id for t in sorted(shown, key=lambda t: t.number)]
         changed = 0
         for t in shown:
-            cells = row_cells(t, self.hp_names, t.id in self.marked)
+            cells = row_cells(t, self.hp_names, t.id in self.marked, now, self.hosts)
             if self._cells.get(t.id) != cells:
                 self._cells[t.id] = cells
                 self._strips.pop(t.id, None)
