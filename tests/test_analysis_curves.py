@@ -54,7 +54,7 @@ def test_each_built_curve_gets_its_label(mode: str) -> None:
 def test_findings_carry_steps_and_values_as_evidence() -> None:
     (over,) = diagnose_validation_curve(STEPS, CURVES["overfit"], "min", 7, "val_loss", T)
     ev = over.evidence
-    assert over.subject == "trial 7" and over.trial_ids == (7,) and over.severity == "warn"
+    assert over.subject == "trial #7" and over.trial_ids == (7,) and over.severity == "warn"
     assert 3000 <= ev["best_step"] <= 5000  # the U's bottom is near 40% of training
     assert ev["end_value"] > ev["best_value"] + ev["threshold"]
     assert "regulariz" in over.message

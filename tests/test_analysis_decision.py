@@ -116,8 +116,12 @@ def test_recommend_the_largest_batch_size_that_still_raises_throughput() -> None
     assert [p.batch_size for p in rec.probes] == [32, 64, 128, 256, 512, 1024]
     assert rec.probes[-1].oom and rec.probes[-1].examples_per_s is None
     assert rec.probes[1].gain_over_previous == pytest.approx(0.9)
-    assert "256" in rec.reason
+    assert rec.reason == ("Batch size 256 raises throughput by only 6% over 128 (needs > 10%), and no "
+                          "larger size up to 512 gains more: use 128.")
     assert recommend_batch_size(pd.DataFrame(rows[:3])).batch_size == 128
+    slower = recommend_batch_size([{"batch_size": b, "examples_per_s": t, "oom": False}
+                                   for b, t in [(32, 1000), (64, 2000), (128, 1500)]])
+    assert slower.batch_size == 64 and slower.reason == "Batch size 128 is 25% slower than 64: use 64."
     nothing = recommend_batch_size([{"batch_size": 8, "examples_per_s": None, "oom": True}])
     assert nothing.batch_size is None
 

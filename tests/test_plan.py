@@ -149,7 +149,7 @@ def test_late_best_checkpoints_mean_longer_and_outrank_one_flat_trial() -> None:
     assert report.findings_of("best_checkpoint_late") and report.findings_of("saturated_early")
     t = report.next_round.training
     assert t.action == Length.LONGER and t.proposed == round_up_steps(1.5 * 100) == 150
-    assert [(b.kind, b.subject) for b in t.overruled] == [("saturated_early", "trial 4")]
+    assert [(b.kind, b.subject) for b in t.overruled] == [("saturated_early", "trial #4")]
     assert "outrank" in t.overruled[0].note
     assert tomllib.loads(report.next_round.draft)["study"]["max_train_steps"] == 150
 

@@ -50,7 +50,7 @@ class BatchRecommendation:
 
 
 def recommend_batch_size(rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> BatchRecommendation:
-    """The largest batch size that still raises throughput meaningfully (> 10%).
+    """The largest batch size whose throughput beats every smaller size's by more than 10%.
 
     Args:
         rows: probe results with ``batch_size``, ``examples_per_s``, ``peak_mem_bytes`` and
@@ -66,21 +66,28 @@ def recommend_batch_size(rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> Ba
         BatchProbe(int(b), opt_float(t) if f else None, opt_float(m), bool(o), opt_float(g))
         for b, t, m, o, f, g in zip(df["batch_size"], thr, mem, oom, fits, gains)
     )
-    sizes, g = df.loc[fits, "batch_size"].to_numpy(), gains[fits].to_numpy()[1:]
+    sizes, rates = df.loc[fits, "batch_size"].to_numpy(), thr[fits].to_numpy(float)
     if not len(sizes):
         return BatchRecommendation(None, None, probes, "No batch size fit in memory: "
                                    "reduce the model or the input size.")
-    flat = np.nonzero(~(g > MEANINGFUL_GAIN))[0]
-    pick = int(flat[0]) if len(flat) else len(sizes) - 1
+    # the largest size that beats every smaller one by more than MEANINGFUL_GAIN: one slow
+    # size between two fast ones (a noisy measurement, a bad tile) does not stop the climb
+    pick = 0
+    for i in range(1, len(sizes)):
+        if rates[i] > (1.0 + MEANINGFUL_GAIN) * rates[:i].max():
+            pick = i
     chosen, largest = int(sizes[pick]), int(sizes[-1])
-    if len(flat):
+    if pick < len(sizes) - 1:
         nxt = int(sizes[pick + 1])
-        reason = (f"Batch size {nxt} raises throughput by only {g[pick]:.0%} over {chosen} "
-                  f"(needs > {MEANINGFUL_GAIN:.0%}): use {chosen}.")
+        gain = rates[pick + 1] / rates[pick] - 1.0
+        versus = (f"is {-gain:.0%} slower than {chosen}" if gain < 0
+                  else f"raises throughput by only {gain:.0%} over {chosen} (needs > {MEANINGFUL_GAIN:.0%})")
+        beyond = f", and no larger size up to {largest} gains more" if nxt != largest else ""
+        reason = f"Batch size {nxt} {versus}{beyond}: use {chosen}."
     elif len(sizes) == 1:
         reason = f"Only batch size {chosen} fit: use it."
     else:
-        reason = (f"Throughput rises by more than {MEANINGFUL_GAIN:.0%} at every doubling up to "
+        reason = (f"Throughput rises by more than {MEANINGFUL_GAIN:.0%} over every smaller size up to "
                   f"{chosen}, the largest that fits: use {chosen}.")
     return BatchRecommendation(chosen, largest, probes, reason)
 

@@ -157,9 +157,9 @@ def _diagnose_trial(
         found += diagnose_training_curve(
             np.asarray(s.steps, float), np.asarray(s.values, float), trial_id, train)
     if series and not any(f.severity == "warn" for f in found):
-        found.append(Finding(CLEAN_CURVE, "ok", f"trial {trial_id}: its curves look healthy "
+        found.append(Finding(CLEAN_CURVE, "ok", f"trial #{trial_id}: its curves look healthy "
                              "(no overfitting, noise or rising training loss).",
-                             f"trial {trial_id}", (trial_id,), {"metric": spec.metric}))
+                             f"trial #{trial_id}", (trial_id,), {"metric": spec.metric}))
     return found
 
 
@@ -208,7 +208,7 @@ def diagnose_validation_curve(
     sign = direction(mode)
     c = _summarise(steps, sign * values)
     horizon = float(max(steps[-1], (max_train_steps or 0) - 1, 1))
-    subject, ids = f"trial {trial_id}", (trial_id,)
+    subject, ids = f"trial #{trial_id}", (trial_id,)
     found = []
     overfit = _overfitting(c, sign, metric, mode, subject, ids, horizon)
     improving = _still_improving(c, sign, metric, subject, ids, horizon)
@@ -317,7 +317,7 @@ def diagnose_training_curve(
     threshold = max(OVERFIT_NOISE * c.noise, TRAIN_RISE * c.span)
     if c.i_best >= len(values) - c.n_end or rise <= threshold:
         return []
-    subject = f"trial {trial_id}"
+    subject = f"trial #{trial_id}"
     message = (f"{subject}: {metric} rises from its minimum {format_value(low)} at step "
                f"{int(c.t[c.i_best])} to {format_value(c.end_level)} at the end; training loss "
                f"should not go up: likely a bug, or a learning rate too high for this schedule.")

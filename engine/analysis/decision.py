@@ -185,7 +185,7 @@ def _verdict(
     improvement: float, p: float, imp_lo: float, imp_hi: float, n_c: int, n_b: int,
     alpha: float, min_effect: float, pooled: float,
 ) -> tuple[Verdict, str]:
-    size = f"{format_value(abs(improvement))} (seed std {format_value(pooled)})"
+    size = f"{format_value(abs(improvement))} (seed std {pooled:.2g})"  # a spread: two digits
     if improvement > min_effect and p < alpha and imp_lo > 0:
         return Verdict.ADOPT, (f"The candidate is better by {size}, p={p:.3g} < {alpha} and the 95% "
                          f"interval of the gain excludes 0: strong evidence of an improvement.")
