@@ -64,7 +64,7 @@ class TuneplayApp(App[str]):
 
     def __init__(self, facade: Any, *, study_file: str | None = None,
                  poll_interval: float = 1.0, clock: Callable[[], float] = time.time,
-                 start_engine: bool = True) -> None:
+                 start_engine: bool = True, created_workspace: str | None = None) -> None:
         super().__init__()
         self.facade = facade
         self.state = AppState()
@@ -72,6 +72,7 @@ class TuneplayApp(App[str]):
         self.clock = clock
         self.study_file = study_file
         self.start_engine = start_engine
+        self.created_workspace = created_workspace  # this run made it: say so, once
         self.pending_experiment: str | None = None
         self.pending_study: str | None = None
         self._trial_states: dict[int, dict[int, str]] = {}
@@ -98,6 +99,10 @@ class TuneplayApp(App[str]):
         self.switch_mode("home")
         if self.start_engine:
             self.engine_call("start the engine", self.facade.start_engine)
+        if self.created_workspace:
+            self.notify(f"created the workspace {self.show_path(self.created_workspace)}; its engine "
+                        "trains in the background and keeps going after you quit "
+                        "(`tuneplay engine stop` stops it)", title="workspace", timeout=12)
         self.poller.start()
         if self.study_file:
             self.open_study_file(self.study_file)
@@ -365,7 +370,7 @@ def run_app(args: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 (an error boundary)
         print(f"tuneplay: cannot open the workspace: {one_line(exc)}", file=sys.stderr)
         return 2
-    app = TuneplayApp(facade, study_file=opts.file)
+    app = TuneplayApp(facade, study_file=opts.file, created_workspace=str(path) if created else None)
     app.run()
     if created:  # said once, on the terminal, where it stays readable after the app closes
         print(f"tuneplay: created the workspace {path}; its engine runs in the background and "

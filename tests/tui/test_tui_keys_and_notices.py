@@ -96,3 +96,17 @@ async def test_an_error_stays_until_esc_and_a_notice_covers_no_status_line(fake,
         await pilot.press("escape")
         await settle(pilot)
         assert not bar.display and "launch failed" not in screen_text(app)
+
+
+async def test_a_new_workspace_is_announced_once_in_the_app(app_factory) -> None:
+    facade = FakeFacade(WORKSPACE, empty=True)
+    app = app_factory(facade, created_workspace=f"{WORKSPACE}")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        created = [n for n in app.notices.history if "created the workspace" in n.message]
+        assert len(created) == 1 and "keeps going after you quit" in created[0].message
+        assert "created the workspace" in screen_text(app)
+    quiet = app_factory(FakeFacade(WORKSPACE, empty=True))
+    async with quiet.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        assert not [n for n in quiet.notices.history if "created the workspace" in n.message]
