@@ -231,7 +231,8 @@ def _isolation_section(p: Any) -> Section:
     lines = []
     for i, r in enumerate(p.rows):
         label = f(r.value) if not p.bucketed else f"{f(r.bucket_low)}..{f(r.bucket_high)}"
-        bar = "▇" * (4 + int(20 * ((r.best_value - lo) / (hi - lo) if hi > lo else 0))) if r.best_value is not None else ""
+        share = (r.best_value - lo) / (hi - lo) if r.best_value is not None and hi > lo else 0.0
+        bar = "▇" * (4 + int(20 * share)) if r.best_value is not None else ""
         spread = (f" reruns {with_spread(r.rerun_mean, r.rerun_std)} (n={r.n_reruns})"
                   if r.n_reruns else "")
         mark = " ◀ best" if i == p.best_row else " ◀ tie" if i in getattr(p, "tied", ()) else ""

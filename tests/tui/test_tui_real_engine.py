@@ -32,7 +32,9 @@ def _facade(tmp_path: Path, steps: int) -> LocalFacade:
     return facade
 
 
-async def test_design_launch_watch_and_analyse_a_study_with_the_keyboard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_design_launch_watch_and_analyse_a_study_with_the_keyboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.chdir(tmp_path)
     facade = _facade(tmp_path, 200)
     app = TuneplayApp(facade, poll_interval=0.5)
@@ -62,7 +64,9 @@ async def test_design_launch_watch_and_analyse_a_study_with_the_keyboard(tmp_pat
         stop_engine(tmp_path / ".tuneplay")
 
 
-async def test_quit_during_a_running_study_and_reopen_shows_the_same_trials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_quit_during_a_running_study_and_reopen_shows_the_same_trials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.chdir(tmp_path)
     facade = _facade(tmp_path, 4000)
     try:

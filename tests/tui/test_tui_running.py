@@ -162,7 +162,8 @@ async def test_a_failed_trial_shows_the_tail_of_its_output_under_its_error(fake,
         table = await open_running(pilot)
         fake.outputs[53] = ["--- never shown: older lines", *TRACEBACK]
         fake.store.update_trial(53, state=TrialState.FAILED,
-                                error="exited with code 1: RuntimeError: CUDA error (log: .tuneplay/checkpoints/53/output.log)")
+                                error="exited with code 1: RuntimeError: CUDA error "
+                                      "(log: .tuneplay/checkpoints/53/output.log)")
         await poll(pilot)
         table.select_trial(53)
         await settle(pilot)

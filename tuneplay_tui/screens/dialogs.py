@@ -70,7 +70,9 @@ class ConfirmScreen(ModalScreen[bool]):
 class FormScreen(ModalScreen[dict[str, str] | None]):
     """Several labelled inputs; enter on the last (or ctrl+s) submits them all."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "submit", "Submit")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "submit", "Submit"),
+    ]
 
     def __init__(self, title: str, fields: Sequence[tuple[str, str, str]], hint: str = "") -> None:
         """``fields``: (key, label, initial value)."""
