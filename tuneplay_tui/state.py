@@ -165,7 +165,9 @@ class AppState:
             marks["running"] = "●"
             marks["analysis"] = "●" if int(s.counts.get("COMPLETED", 0)) else ""
         elif s.total:
-            marks["running"] = marks["analysis"] = "✓"
+            marks["running"] = "✓"
+            # nothing to analyse when no trial completed (all cancelled or failed)
+            marks["analysis"] = "✓" if int(s.counts.get("COMPLETED", 0)) else ""
         trials = self.study_trials()
         reruns = [t for t in trials if t.kind in ("rerun", "baseline")]
         if self.study_decisions():
@@ -180,7 +182,9 @@ class AppState:
         if s is None:
             return ""
         done = finished_count(s.counts)
-        if done >= s.total and s.total:
+        if done >= s.total and s.total and s.counts.get("CANCELLED", 0) == s.total:
+            word = "cancelled"
+        elif done >= s.total and s.total:
             word = "finished"
         elif s.counts.get("RUNNING"):
             word = "running"

@@ -85,3 +85,20 @@ def test_importing_the_package_does_not_import_textual() -> None:
     code = "import sys, tuneplay_tui, tuneplay_tui.launcher; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_all_cancelled_study_reads_cancelled_with_nothing_to_analyse(finished_fake) -> None:
+    from dataclasses import replace
+
+    snap = finished_fake.snapshot()
+    state = AppState()
+    state.apply_snapshot(snap)
+    chosen = state.study_summary()
+    cancelled = replace(chosen, counts={"CANCELLED": chosen.total}, reruns=(0, 0), best_value=None,
+                        best_trial_id=None)
+    experiments = tuple(replace(e, studies=tuple(cancelled if s.study.id == chosen.study.id else s
+                                                 for s in e.studies)) for e in snap.experiments)
+    state.apply_snapshot(replace(snap, experiments=experiments))
+    assert state.study_status() == f"cancelled {chosen.total}/{chosen.total}"
+    marks = state.stage_marks()
+    assert marks["running"] == "✓" and marks["analysis"] == ""
