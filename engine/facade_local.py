@@ -102,7 +102,10 @@ class LocalFacade:
         return json.loads(self.store.get_meta(_CONFIG_KEY) or "{}")
 
     def start_engine(self) -> None:
-        """Start this machine's engine (with a shared store: this host's, beside the others)."""
+        """Start this machine's engine; with a shared store only when no host serves it (the
+        app on a login node must not train: the hosts serving the store run its trials)."""
+        if self.url and engine_hosts(self.store):
+            return
         cfg = self._engine_config()
         start_engine(self.workspace, cfg.get("slots_per_gpu", 1), cfg.get("cpu_slots"), url=self.url)
 

@@ -192,7 +192,8 @@ def workspace_summary(workspace: Path, url: str | None = None) -> str:
         running = Counter(t.host for t in store.list_trials(states=[TrialState.RUNNING]))
         for h in sorted(hosts, key=lambda h: h["name"]):
             role = " · coordinator" if h.get("coordinator") else ""
-            lines.append(f"  host {h['name']}: {len(h.get('slots', []))} slots, {running.get(h['name'], 0)} "
+            n = len(h.get("slots", []))
+            lines.append(f"  host {h['name']}: {n} slot{'s' if n != 1 else ''}, {running.get(h['name'], 0)} "
                          f"trials running{role}")
     else:
         status = engine_status(workspace)

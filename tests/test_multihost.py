@@ -316,3 +316,6 @@ def test_the_app_facade_shows_every_host_and_its_slots(cluster: Cluster) -> None
     snap = _wait("both hosts", lambda: (s := facade.snapshot()).hosts == ("a", "b") and s)
     assert snap.engine_running and sorted(snap.slots) == ["a/cpu.0", "a/cpu.1", "b/cpu.0"]
     assert "postgresql://" in snap.workspace and "@" in snap.workspace
+    facade.start_engine()  # what the app does on opening: hosts serve, so none starts here
+    time.sleep(2)
+    assert facade.snapshot().hosts == ("a", "b")
