@@ -8,10 +8,11 @@ without ever duplicating one, topping up Bayesian studies, and the trial control
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+from engine.kinds import Search, TrialKind
 from engine.search import (
     bayes_batch,
     gp_meta_key,
@@ -20,8 +21,9 @@ from engine.search import (
     quasi_random_trials,
     scientific_combos,
     total_trials,
+    trial_seed,
 )
-from engine.spec import StudySpec, spec_from_dict
+from engine.spec import StoredStudy, StudySpec, spec_from_dict, stored_study
 from engine.store.base import Experiment, NewTrial, Storage, StoreError, Study, Trial, TrialState
 from engine.workloads.command import CommandWorkload
 
@@ -94,18 +96,18 @@ def _workload_defaults(spec: StudySpec) -> dict[str, Any]:
         return {}
 
 
-def launch_study(store: Storage, spec: StudySpec, initial_bayes: int = 4, kind: str = "") -> Launch:
+def launch_study(
+    store: Storage, spec: StudySpec, initial_bayes: int = 4, kind: TrialKind | None = None,
+) -> Launch:
     """Create the study (or continue the stored one of that name) and enqueue its trials.
-    ``kind="baseline"`` marks a run of the baseline itself (stage 1), not a search."""
+    ``kind=TrialKind.BASELINE`` marks a run of the baseline itself (stage 1), not a search."""
     existing = store.find_study(spec.name)
     stored = spec.to_dict()
     if existing is None:
-        if kind:
-            stored["kind"] = kind
         exp = ensure_experiment(store, spec)
         baseline = store.list_baselines(exp.id)[-1]
-        stored["base_config"] = dict(baseline.config)
-        stored["baseline_version"] = baseline.version
+        stored = StoredStudy(spec, dict(baseline.config), baseline.version,
+                             TrialKind(kind) if kind else None).to_dict()
         study = store.create_study(exp.id, spec.name, stored, spec.seed, source_path=spec.source)
         created = True
     else:
@@ -152,35 +154,101 @@ def enqueue(store: Storage, study: Study, initial_bayes: int = 4) -> list[Trial]
 
 
 def _ask_bayes(store: Storage, study: Study, spec: StudySpec, existing: Sequence[Trial], n: int) -> list[Trial]:
-    searched = sum(1 for t in existing if t.kind == "search")
+    ask = bayes_ask(study, spec, existing, n, load_gp_hyper(store.get_meta(gp_meta_key(study.id))))
+    return commit_bayes(store, ask.compute()) if ask is not None else []
+
+
+@dataclass(frozen=True)
+class BayesAsk:
+    """One Bayesian study's request for ``n`` new trials, with everything the search reads (a
+    snapshot of what is stored), so :meth:`compute` touches no store and may run in another
+    thread while the engine's loop carries on."""
+
+    study: Study
+    spec: StudySpec
+    existing: tuple[Trial, ...]
+    n: int
+    hyper: Mapping[str, Sequence[float]]  # the study's stored GP hyperparameters (warm start)
+
+    def compute(self) -> BayesProposal:
+        """The GP fit and the batch (seconds at most: benchmarks/bayes_speed.py)."""
+        new, fitted = bayes_batch(self.spec, self.existing, self.n, 0, self.hyper)
+        return BayesProposal(self, tuple(new), fitted)
+
+
+@dataclass(frozen=True)
+class BayesProposal:
+    """Trials a :class:`BayesAsk` proposes (point indices from 0, placed by :func:`commit_bayes`)
+    and the GP hyperparameters fitted for them."""
+
+    ask: BayesAsk
+    trials: tuple[NewTrial, ...]
+    fitted: Mapping[str, list[float]]
+
+
+def bayes_ask(
+    study: Study, spec: StudySpec, existing: Sequence[Trial], n: int,
+    hyper: Mapping[str, Sequence[float]],
+) -> BayesAsk | None:
+    """A request for up to ``n`` trials, capped by the budget's room (None when there is none)."""
+    searched = sum(1 for t in existing if t.kind == TrialKind.SEARCH)
     n = min(n, total_trials(spec) - searched)
-    if n <= 0:
-        return []
-    start = store.reserve_points(study.id, n)
-    # the GP's hyperparameters live with the study: each fit warm-starts from the last, and a
-    # restarted engine reads the same ones, so it asks for the same batch
-    key = gp_meta_key(study.id)
-    hyper = load_gp_hyper(store.get_meta(key))
-    new, fitted = bayes_batch(spec, existing, n, start, hyper)
-    added = store.add_trials(study.id, _grouped(study, spec, new)) if new else []
-    if fitted:
-        store.set_meta(key, json.dumps({**hyper, **fitted}))
+    return BayesAsk(study, spec, tuple(existing), n, dict(hyper)) if n > 0 else None
+
+
+def commit_bayes(
+    store: Storage, proposal: BayesProposal, first: int = 0, count: int | None = None,
+    add: Callable[[int, Sequence[NewTrial]], list[Trial]] | None = None,
+) -> list[Trial]:
+    """Store ``count`` of the proposed trials from ``first`` on (default: all), at freshly
+    reserved point indices, and the fitted GP hyperparameters with the study: each fit
+    warm-starts from the last, and a restarted engine reads the same ones, so it asks for the
+    same batch. ``add`` stores the trials (default: queued for engines, tagged for fusion;
+    ``tuneplay ask`` passes one that creates them already running)."""
+    study, spec = proposal.ask.study, proposal.ask.spec
+    chosen = proposal.trials[first:] if count is None else proposal.trials[first:first + count]
+    added: list[Trial] = []
+    if chosen:
+        start = store.reserve_points(study.id, len(chosen))
+        placed = [replace(t, point_index=start + i, seed=trial_seed(spec.seed, start + i))
+                  for i, t in enumerate(chosen)]
+        added = add(study.id, placed) if add else store.add_trials(study.id, _grouped(study, spec, placed))
+    if proposal.fitted:
+        key = gp_meta_key(study.id)
+        stored = load_gp_hyper(store.get_meta(key))
+        store.set_meta(key, json.dumps({**stored, **proposal.fitted}))
     return added
 
 
-def top_up_bayesian(store: Storage, free_slots: int) -> list[Trial]:
-    """Ask Bayesian studies for more trials when results have come in and slots are idle."""
-    added: list[Trial] = []
+def occupies_slot(trial: Trial) -> bool:
+    """Whether a trial holds (or waits for) an engine slot: queued, or running under a lease.
+    Trials asked for with ``tuneplay ask`` run elsewhere: they count toward the budget and
+    the search sees them as pending, but they leave the engine's slots free."""
+    return trial.state == TrialState.QUEUED or (trial.state == TrialState.RUNNING and bool(trial.lease_token))
+
+
+def bayes_top_up_asks(store: Storage, free_slots: int) -> list[BayesAsk]:
+    """What each Bayesian study with room in its budget needs so that ``free_slots`` of its
+    trials hold or wait for an engine slot (reads only; no GP fit)."""
+    asks = []
     for study in store.list_studies():
-        if study.spec.get("search") != "bayesian":
+        if study.spec.get("search") != Search.BAYESIAN:
             continue
         spec = study_spec(study)
         trials = store.list_trials(study.id)
-        if sum(1 for t in trials if t.kind == "search") >= total_trials(spec):
-            continue
-        pending = sum(1 for t in trials if not t.state.is_finished() and t.state != TrialState.PAUSED)
-        if pending < free_slots:
-            added += _ask_bayes(store, study, spec, trials, free_slots - pending)
+        want = free_slots - sum(1 for t in trials if occupies_slot(t))
+        ask = bayes_ask(study, spec, trials, want, load_gp_hyper(store.get_meta(gp_meta_key(study.id))))
+        if ask is not None:
+            asks.append(ask)
+    return asks
+
+
+def top_up_bayesian(store: Storage, free_slots: int) -> list[Trial]:
+    """Ask Bayesian studies for more trials when results have come in and slots are idle, here
+    and now (the engine computes them ahead instead: :mod:`engine.runner.suggest`)."""
+    added: list[Trial] = []
+    for ask in bayes_top_up_asks(store, free_slots):
+        added += commit_bayes(store, ask.compute())
     return added
 
 
@@ -193,9 +261,12 @@ def add_trials(store: Storage, study: Study, n_points: int) -> list[Trial]:
     return enqueue(store, study, initial_bayes=n_points * per_point)
 
 
-def enqueue_reruns(store: Storage, study: Study, configs: Sequence[Mapping[str, Any]], seeds: Sequence[int], label: str = "rerun") -> list[Trial]:
+def enqueue_reruns(
+    store: Storage, study: Study, configs: Sequence[Mapping[str, Any]], seeds: Sequence[int],
+    label: TrialKind = TrialKind.RERUN,
+) -> list[Trial]:
     """Enqueue each config once per seed (kind ``label``): the decision stage's seed reruns."""
-    new = [NewTrial(params=dict(c), seed=s, kind=label) for c in configs for s in seeds]
+    new = [NewTrial(params=dict(c), seed=s, kind=TrialKind(label)) for c in configs for s in seeds]
     return store.add_trials(study.id, _grouped(study, study_spec(study), new))
 
 
@@ -203,11 +274,12 @@ def _grouped(study: Study, spec: StudySpec, trials: Sequence[NewTrial]) -> list[
     """Tag trials that can train fused together (same shapes, same workload)."""
     from engine.runner.grouping import with_group_keys
 
-    return with_group_keys(spec, study.spec.get("base_config", {}), trials)
+    return with_group_keys(spec, stored_study(study).base_config, trials)
 
 
 def cancel(store: Storage, trial_ids: Sequence[int]) -> int:
-    return store.set_state(trial_ids, TrialState.CANCELLED, only_from=[TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED])
+    return store.set_state(trial_ids, TrialState.CANCELLED,
+                           only_from=[TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED])
 
 
 def pause(store: Storage, trial_ids: Sequence[int]) -> int:
