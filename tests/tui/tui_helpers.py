@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import re
 from typing import Any
 
 from textual.pilot import Pilot
@@ -28,20 +26,10 @@ async def poll(pilot: Pilot[Any]) -> None:
 
 
 def screen_text(app: Any) -> str:
-    """The visible screen as plain text lines (from the SVG screenshot)."""
-    svg = app.export_screenshot()
-    rows: dict[float, list[tuple[float, str]]] = {}
-    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>(.*?)</text>', svg):
-        x, y, text = float(m.group(1)), float(m.group(2)), html.unescape(m.group(3))
-        rows.setdefault(y, []).append((x, text.replace("\xa0", " ")))
-    lines = []
-    for y in sorted(rows):
-        line = ""
-        for x, text in sorted(rows[y]):
-            col = round(x / 12.2)
-            line = line.ljust(col) + text
-        lines.append(line.rstrip())
-    return "\n".join(lines)
+    """The visible screen as plain text lines: the cells the compositor draws, exactly as a
+    terminal would show them (modal dialogs over the screen beneath included)."""
+    strips = app.screen._compositor.render_strips()
+    return "\n".join(strip.text.rstrip() for strip in strips)
 
 
 def toasts(app: Any) -> list[str]:
