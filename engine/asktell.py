@@ -28,7 +28,7 @@ from typing import Any
 from engine.cli import UserError
 from engine.kinds import Mode, Search, TrialKind
 from engine.search import points_per_combo, quasi_random_trials, scientific_combos, total_trials
-from engine.spec import StudySpec
+from engine.spec import StudySpec, stored_study
 from engine.store.base import (
     MetricRow,
     NewTrial,
@@ -72,7 +72,7 @@ def create_study(store: Storage, spec: StudySpec) -> tuple[Study, bool]:
     existing = store.find_study(spec.name)
     if existing is not None:
         _check_compatible(existing, stored)
-        if existing.spec.get("budget") != spec.budget:
+        if stored_study(existing).spec.budget != spec.budget:
             existing = store.update_study_spec(existing.id, {**existing.spec, "budget": spec.budget, "goal": spec.goal})
         return existing, False
     exp = ensure_experiment(store, spec)
@@ -130,7 +130,7 @@ def _ask_bayes(store: Storage, study: Study, spec: StudySpec, existing: Sequence
 def asked_rows(study: Study, trials: Sequence[Trial]) -> list[dict[str, Any]]:
     """What a trial runner needs of each asked trial: id, training seed, training length and
     the whole config (the baseline's values under the trial's own)."""
-    base = dict(study.spec.get("base_config", {}))
+    base = dict(stored_study(study).base_config)
     return [{"trial": t.id, "seed": t.seed, "max_train_steps": t.max_train_steps,
              "params": {**base, **t.params}} for t in trials]
 
@@ -235,7 +235,8 @@ def read_results(store: Storage, study: Study, path: str) -> list[Told]:
         UserError: ``FILE:LINE: reason`` for the first bad line (a malformed one, an unknown
             trial, another study's, one finished already or told twice in the file).
     """
-    metric, mode = study.spec["metric"], study.spec["mode"]
+    spec = stored_study(study).spec
+    metric, mode = spec.metric, spec.mode
     told: list[Told] = []
     seen: dict[int, int] = {}
     for n, obj in _json_lines(path):

@@ -112,6 +112,7 @@ def _csv(rows: list[dict[str, Any]]) -> str:
 
 def cmd_tell(args: argparse.Namespace) -> int:
     from engine import asktell
+    from engine.spec import stored_study
 
     given = [flag for flag in ("value", "metrics", "state", "file") if getattr(args, flag) is not None]
     if len(given) != 1:
@@ -128,13 +129,14 @@ def cmd_tell(args: argparse.Namespace) -> int:
         told = [_one(store, study, args)]
     asktell.record(store, told)
     for t in told:
-        print(t.line(study.spec["metric"]))
+        print(t.line(stored_study(study).spec.metric))
     return 0
 
 
 def _one(store: Any, study: Any, args: argparse.Namespace) -> Any:
     """The told result of one trial, checked (the trial, then what is told of it)."""
     from engine import asktell
+    from engine.spec import stored_study
 
     trial_id = _trial_arg(args.trial)
     if args.value is not None:
@@ -144,7 +146,8 @@ def _one(store: Any, study: Any, args: argparse.Namespace) -> Any:
         return asktell.from_state(asktell.told_trial(store, study, trial_id), args.state)
     points = asktell.read_curve(args.metrics)
     trial = asktell.told_trial(store, study, trial_id)
-    return asktell.from_curve(trial, study.spec["metric"], study.spec["mode"], points, args.metrics)
+    spec = stored_study(study).spec
+    return asktell.from_curve(trial, spec.metric, spec.mode, points, args.metrics)
 
 
 def _trial_arg(text: str) -> int:

@@ -112,7 +112,7 @@ def launch_study(
         created = True
     else:
         _check_compatible(existing, stored)
-        if existing.spec.get("budget") != spec.budget:
+        if stored_study(existing).spec.budget != spec.budget:
             merged = {**existing.spec, "budget": spec.budget, "goal": spec.goal}
             existing = store.update_study_spec(existing.id, merged)
         study, created = existing, False
@@ -232,7 +232,7 @@ def bayes_top_up_asks(store: Storage, free_slots: int) -> list[BayesAsk]:
     trials hold or wait for an engine slot (reads only; no GP fit)."""
     asks = []
     for study in store.list_studies():
-        if study.spec.get("search") != Search.BAYESIAN:
+        if stored_study(study).spec.search != Search.BAYESIAN:
             continue
         spec = study_spec(study)
         trials = store.list_trials(study.id)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from engine.kinds import Search
 from engine.search import gp_meta_key, load_gp_hyper, points_per_combo
+from engine.spec import stored_study
 from engine.store.base import Storage, Study, Trial
 from engine.workspace import (
     BayesAsk,
@@ -101,7 +102,7 @@ class Suggester:
         added = self._top_up_quasi_random()
         todo = []
         for study in self.store.list_studies():
-            if study.spec.get("search") != Search.BAYESIAN:
+            if stored_study(study).spec.search != Search.BAYESIAN:
                 continue
             ask = self._ask(study, slots)
             if ask is None:  # its budget is spent
@@ -167,8 +168,9 @@ class Suggester:
         ``tuneplay create`` has any: ``run`` enqueues a whole study)."""
         added: list[Trial] = []
         for study in self.store.list_studies():
-            key = (study.id, study.spec.get("budget"))
-            if study.spec.get("search") != Search.QUASI_RANDOM or key in self._enqueued:
+            spec = stored_study(study).spec
+            key = (study.id, spec.budget)
+            if spec.search != Search.QUASI_RANDOM or key in self._enqueued:
                 continue  # a study's points, once all reserved, stay reserved: parse it once
             if study.next_index < points_per_combo(study_spec(study)):
                 added += enqueue(self.store, study)
