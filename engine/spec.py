@@ -195,8 +195,19 @@ class StoredStudy:
 
 
 def stored_study(study: Any) -> StoredStudy:
-    """The typed form of a stored ``Study``'s spec."""
-    return StoredStudy.from_dict(study.spec)
+    """The typed form of a stored ``Study``'s spec.
+
+    Raises:
+        StoreError: the stored spec lacks a key or holds a value no tuneplay writes (a
+            database edited by hand, say); the engine logs it instead of stopping.
+    """
+    from engine.store.base import StoreError
+
+    try:
+        return StoredStudy.from_dict(study.spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StoreError(f"study {study.name!r}: its stored spec is unreadable "
+                         f"({type(exc).__name__}: {exc})") from None
 
 
 # --------------------------------------------------------------------------- loading

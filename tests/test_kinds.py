@@ -73,3 +73,14 @@ def test_every_shipped_study_round_trips(path: Path) -> None:
 
     spec = load_study(str(path))
     assert spec_from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_an_unreadable_stored_spec_is_a_store_error_naming_the_study() -> None:
+    from engine.spec import stored_study
+    from engine.store import StoreError
+
+    store = MemoryStorage()
+    exp = store.create_experiment("e", "builtin:x")
+    study = store.create_study(exp.id, "handmade", {"max_train_steps": 10}, seed=0)
+    with pytest.raises(StoreError, match="study 'handmade': its stored spec is unreadable"):
+        stored_study(study)

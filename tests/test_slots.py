@@ -18,6 +18,7 @@ from engine.runner import slots as slots_module
 from engine.runner.daemon import Engine, planned_width
 from engine.runner.slots import HostSlots, gpus_shortfall, plan_slots
 from engine.runner.worker import Worker
+from engine.spec import parse_study
 from engine.store.base import NewTrial, Storage, Study, TrialProgress, TrialState
 from engine.store.memory import MemoryStorage
 from tests.conftest import Project
@@ -41,9 +42,12 @@ def _study(store: Storage, name: str, gpus: int | None, states: Mapping[TrialSta
     """A stored study of ``gpus`` GPUs per trial (None: stored before the key existed) with
     trials in the given states."""
     exp = store.find_experiment("e") or store.create_experiment("e", "builtin:digits-mlp")
-    spec: dict[str, Any] = {"workload": "builtin:digits-mlp", "max_train_steps": 10}
-    if gpus is not None:
-        spec["gpus_per_trial"] = gpus
+    text = f'[study]\nname = "{name}"\nworkload = "builtin:digits-mlp"\nmax_train_steps = 10\nbudget = 1\n'
+    spec: dict[str, Any] = parse_study(text, f"{name}.toml").to_dict()  # a whole stored spec
+    if gpus is None:
+        del spec["gpus_per_trial"]
+    else:
+        spec["gpus_per_trial"] = gpus  # wider than this host may have: not validated here
     study = store.create_study(exp.id, name, spec, seed=0)
     for state, n in states.items():
         trials = store.add_trials(study.id, [NewTrial(params={}, seed=i) for i in range(n)])
