@@ -71,6 +71,8 @@ for it in range(start, args.max_iters):
     if it % args.eval_interval == 0 or it == args.max_iters - 1:
         val_loss, val_error = evaluate()
         print(f"step {it}: train loss {loss.item():.4f}, val loss {val_loss:.4f}, val error {val_error:.4f}")
+        # written aside, then renamed: a stop (SIGTERM) mid-save never leaves a torn ckpt.pt
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "rng": torch.get_rng_state(), "iter": it}, ckpt_path)
+                    "rng": torch.get_rng_state(), "iter": it}, ckpt_path + ".tmp")
+        os.replace(ckpt_path + ".tmp", ckpt_path)
 print("done")
