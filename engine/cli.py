@@ -113,6 +113,15 @@ def open_existing_store(args: argparse.Namespace) -> Any:
     return open_store(ws)
 
 
+def study_named(store: Any, name: str) -> Any:
+    """The stored study called ``name``, or a UserError listing the studies there are."""
+    study = store.find_study(name)
+    if study is None:
+        names = ", ".join(s.name for s in store.list_studies()) or "none yet"
+        raise UserError(f"no study named {name!r} (studies: {names})")
+    return study
+
+
 def open_args_store(args: argparse.Namespace) -> Any:
     """The store the command line names, creating the workspace's SQLite file if need be."""
     from engine.store import connect

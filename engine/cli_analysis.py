@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from engine.cli import UserError, open_existing_store
+from engine.cli import UserError, open_existing_store, study_named
 
 
 def register(sub: Any) -> None:
@@ -49,11 +49,7 @@ def register(sub: Any) -> None:
 
 
 def _study(store: Any, name: str) -> Any:
-    study = store.find_study(name)
-    if study is None:
-        names = ", ".join(s.name for s in store.list_studies()) or "none yet"
-        raise UserError(f"no study named {name!r} (studies: {names})")
-    return study
+    return study_named(store, name)
 
 
 def cmd_next(args: argparse.Namespace) -> int:

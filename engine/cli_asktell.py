@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from engine.cli import UserError, open_args_store, open_existing_store, workspace_dir
+from engine.cli import UserError, open_args_store, open_existing_store, study_named, workspace_dir
 
 
 def register(sub: Any) -> None:
@@ -158,8 +158,4 @@ def _trial_arg(text: str) -> int:
 
 
 def _study(store: Any, name: str) -> Any:
-    study = store.find_study(name)
-    if study is None:
-        names = ", ".join(s.name for s in store.list_studies()) or "none yet"
-        raise UserError(f"no study named {name!r} (studies: {names})")
-    return study
+    return study_named(store, name)

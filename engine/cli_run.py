@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.cli import UserError, open_args_store, open_existing_store, workspace_dir
+from engine.cli import UserError, open_args_store, open_existing_store, study_named, workspace_dir
 from engine.store import redact_url
 
 
@@ -164,7 +164,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
             print(f"engine host {runtime.name} running (pid {status.pid}); log {status.log_path}")
             return 0
         stopped = stop_engine(runtime)
-        print(f"engine host {runtime.name} stopped; its trials went back to the queue for the other hosts"
+        print(f"engine host {runtime.name} stopped; trials it was running went back to the queue for the other hosts"
               if stopped else f"no engine of this store runs here as host {runtime.name}")
         return 0
     if args.action == "status":
@@ -213,10 +213,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from engine.export import curves_table, trials_table
 
     store = open_existing_store(args)
-    study = store.find_study(args.study)
-    if study is None:
-        names = ", ".join(s.name for s in store.list_studies()) or "none yet"
-        raise UserError(f"no study named {args.study!r} (studies: {names})")
+    study = study_named(store, args.study)
     df = curves_table(store, study) if args.curves else trials_table(store, study)
     if args.format == "parquet":
         if not args.output:

@@ -35,14 +35,11 @@ def register(sub: Any) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from engine.cli import UserError, open_existing_store, workspace_dir
+    from engine.cli import open_existing_store, study_named, workspace_dir
     from engine.reporting import load_report
 
     store = open_existing_store(args)
-    study = store.find_study(args.study)
-    if study is None:
-        names = ", ".join(s.name for s in store.list_studies()) or "none yet"
-        raise UserError(f"no study named {args.study!r} (studies: {names})")
+    study = study_named(store, args.study)
     loaded = load_report(store, study, workspace=workspace_dir(args))
     if args.format == "json":
         print(json.dumps(report_json(loaded), indent=1, allow_nan=False))
