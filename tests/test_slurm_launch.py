@@ -265,6 +265,33 @@ def test_the_task_passes_slurms_signals_on_as_sigterm_so_the_engine_pauses(
     assert (tmp_path / "engine" / "paused").exists()
 
 
+UNHANDLED_ENGINE = textwrap.dedent("""
+    import os, sys, time
+    args = sys.argv[1:]
+    folder = os.path.join(args[args.index("--checkpoints") + 1], "engine")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "pid"), "w") as fh:
+        fh.write(str(os.getpid()))
+    open(os.path.join(folder, "ready"), "w").close()
+    time.sleep(120)
+""")
+
+
+def test_an_engine_ended_by_the_stop_signal_the_task_was_given_is_a_clean_stop(tmp_path: Path) -> None:
+    # Slurm's SIGTERM reaches the engine too; one landing as it exits kills it with -15
+    proc = _task(tmp_path, UNHANDLED_ENGINE)
+    wait_for(tmp_path / "engine" / "ready")
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(30) == 0
+
+
+def test_an_engine_killed_while_the_task_was_not_stopped_fails_the_task(tmp_path: Path) -> None:
+    proc = _task(tmp_path, UNHANDLED_ENGINE)
+    wait_for(tmp_path / "engine" / "ready")
+    os.kill(int((tmp_path / "engine" / "pid").read_text()), signal.SIGTERM)
+    assert proc.wait(30) != 0
+
+
 def test_a_failing_engine_fails_the_task(tmp_path: Path) -> None:
     proc = _task(tmp_path, "import sys; sys.exit(4)")
     assert proc.wait(60) == 4

@@ -131,8 +131,10 @@ class _Forwarder:
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pending = False
+        self.asked = False  # a stop signal came: the engine was asked to stop
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.asked = True
         if self.proc is None:
             self.pending = True  # sent as soon as the engine exists
         elif self.proc.poll() is None:
@@ -150,7 +152,13 @@ def run_forwarding_signals(command: Sequence[str], env: Mapping[str, str]) -> in
         forward.proc = subprocess.Popen([*IGNORING_USR_SIGNALS, *command], env=dict(env))
         if forward.pending:
             forward.proc.send_signal(signal.SIGTERM)
-        return forward.proc.wait()
+        code = forward.proc.wait()
+        # Slurm signals every process of the step: the engine gets SIGTERM from Slurm and the
+        # one forwarded here, and the second may land while its interpreter is already exiting
+        # after pausing its trials. Asked to stop, ended by SIGTERM: a clean stop.
+        if code == -signal.SIGTERM and forward.asked:
+            return 0
+        return code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
