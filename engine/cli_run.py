@@ -155,7 +155,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
                   else f"no engine of this store runs here as host {runtime.name}")
             return 0 if status.running else 1
         if args.action == "start":
-            from engine.runner.daemon import check_shared_folder
+            from engine.runner.hosts import check_shared_folder
 
             store = open_existing_store(args)  # an unreachable store or missing schema: one line
             check_shared_folder(store, ws)  # the folder the other hosts use, or a clear refusal

@@ -159,7 +159,7 @@ def _left(trial: Trial) -> int:
 def engine_hosts(store: Any) -> list[dict[str, Any]]:
     """The engine hosts serving a shared store now (their records are refreshed every second;
     one older than HOST_ALIVE_SECONDS by the store's clock is gone), by name."""
-    from engine.runner.daemon import HOST_ALIVE_SECONDS
+    from engine.runner.hosts import HOST_ALIVE_SECONDS
 
     now = store.db_time()
     hosts = []
