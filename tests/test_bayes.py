@@ -198,3 +198,35 @@ def test_a_restarted_engine_asks_for_the_same_next_batch(tmp_path: Path) -> None
     assert len(kept) == 6 and json.loads(fresh.stdout) == kept
     note = gp_protocol_note(parse_study(STUDY), store.list_trials(study.id))
     assert note == "the GP saw all 12 finished trials"
+
+
+def test_in_parallel_one_point_in_eight_is_a_thompson_sample(monkeypatch: Any) -> None:
+    # asked 8 at once (8 GPUs), the believer fills 7 and a Thompson sample the trial whose
+    # index is 7 mod 8; the 7 are those the believer alone would pick, the 8th is its own
+    import engine.search.bayes as bayes
+
+    done = finished(FOUR_D, 40, bowl)
+    mixed = suggest_batch(FOUR_D, 3, 200, "min", done, [], 8).points
+    monkeypatch.setattr(bayes, "EXPLORE_EVERY", 10**9)
+    believer = suggest_batch(FOUR_D, 3, 200, "min", done, [], 8).points
+    assert mixed[:7] == believer[:7]
+    assert mixed[7] != believer[7]
+    cube = [unit(FOUR_D, p) for p in mixed]
+    assert min(np.linalg.norm(cube[7] - c) for c in cube[:7]) >= MIN_BATCH_DISTANCE
+    # one at a time (one slot), every point is the believer's
+    monkeypatch.setattr(bayes, "EXPLORE_EVERY", 8)
+    assert [bayes._n_explore(k, 1) for k in range(40, 48)] == [0] * 7 + [1]  # index 47
+    single = suggest_batch(FOUR_D, 3, 200, "min", done + [(p, bowl(p)) for p in believer[:7]], [], 1)
+    monkeypatch.setattr(bayes, "EXPLORE_EVERY", 10**9)
+    assert single.points == suggest_batch(
+        FOUR_D, 3, 200, "min", done + [(p, bowl(p)) for p in believer[:7]], [], 1).points
+
+
+def test_the_share_of_thompson_samples_does_not_depend_on_how_asks_are_split() -> None:
+    from engine.search.bayes import _n_explore
+
+    for start in range(0, 24):
+        whole = _n_explore(start, 16)
+        assert whole == 2
+        assert _n_explore(start, 4) + _n_explore(start + 4, 12) == whole
+        assert sum(_n_explore(start + i, 1) for i in range(16)) == whole
