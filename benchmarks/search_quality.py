@@ -6,7 +6,9 @@ stores them; ``--fills`` adds its other batch fills, ``--old`` the sampler befor
 Optuna's ``TPESampler(multivariate=True, constant_liar=True)`` and ``GPSampler()`` (which treats
 the batch's running trials by qLogEI). Each run spends 64 trials in synchronous batches of 1 or 8:
 ask a batch, evaluate it, tell it. Diverged trials are infeasible (tuneplay: value None;
-Optuna: FAIL).
+Optuna: FAIL). ``--samplers`` also takes ``gpsampler-gp6`` and ``gpsampler-gp-halton6``:
+GPSampler with 6 random startup trials, or with tuneplay's 6 Halton points, to separate the
+initial design from the method (shown, but not part of the verdict).
 
 Problems (all minimized):
 - branin (2-d) and hartmann6 (6-d): the standard test functions; figures are regret (best - f*).
@@ -166,15 +168,25 @@ def run_old(problem: Problem, seed: int, batch: int) -> list[Value]:
 
 
 def run_optuna(problem: Problem, seed: int, batch: int, kind: str) -> list[Value]:
+    """Optuna's TPE or GP sampler; "gp6" is GPSampler with 6 random startup trials instead of
+    its default 10, "gp-halton6" with tuneplay's 6 Halton points as its startup trials (the
+    initial design's share of the differences, not part of the verdict)."""
     import warnings
 
     import optuna
 
+    from engine.search.quasi_random import halton_points
+
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.simplefilter("ignore")
-    sampler = (optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
-               if kind == "tpe" else optuna.samplers.GPSampler(seed=seed))
+    if kind == "tpe":
+        sampler: Any = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    else:
+        sampler = optuna.samplers.GPSampler(seed=seed, n_startup_trials=10 if kind == "gp" else 6)
     study = optuna.create_study(sampler=sampler)
+    if kind == "gp-halton6":
+        for point in halton_points(problem.params, seed, 0, 6):
+            study.enqueue_trial(point)
     dists = {p.name: optuna.distributions.FloatDistribution(p.low, p.high, log=p.is_log)
              for p in problem.params if isinstance(p, RangeParam)}
     out: list[Value] = []
@@ -201,6 +213,8 @@ def run(task: tuple[str, str, int, int]) -> tuple[str, list[Value], float]:
         values = run_bayes(problem, seed, batch, sampler.partition("-")[2] or "kb")
     elif sampler == "old-bayes":
         values = run_old(problem, seed, batch)
+    elif sampler.startswith("gpsampler-"):  # ablations of Optuna's GPSampler
+        values = run_optuna(problem, seed, batch, sampler.removeprefix("gpsampler-"))
     else:
         values = run_optuna(problem, seed, batch, sampler.removeprefix("optuna-"))
     return _key(task), values, time.perf_counter() - t0
@@ -241,7 +255,7 @@ def _table(name: str, batch: int, rows: dict[str, list[list[float]]], results: d
            seeds: int) -> None:
     what = "best val_error" if name == "digits" else "regret (best - f*)"
     print(f"\n{name}, batch {batch}: {what}, median [q1, q3] over seeds")
-    print(f"{'sampler':<16}{'runs':>5}" + "".join(f"{c:>31}" for c in CHECKPOINTS) + "   s/run")
+    print(f"{'sampler':<21}{'runs':>5}" + "".join(f"{c:>31}" for c in CHECKPOINTS) + "   s/run")
     medians = {}
     for s, cols in rows.items():
         cells = []
@@ -251,7 +265,7 @@ def _table(name: str, batch: int, rows: dict[str, list[list[float]]], results: d
         medians[s] = [float(np.median(c)) for c in cols]
         secs = [results[_key((s, name, batch, seed))]["seconds"] for seed in range(seeds)
                 if _key((s, name, batch, seed)) in results]
-        print(f"{s:<16}{len(cols[0]):>5}" + "".join(f"{c:>31}" for c in cells)
+        print(f"{s:<21}{len(cols[0]):>5}" + "".join(f"{c:>31}" for c in cells)
               + f"{np.median(secs):>8.1f}")
     optuna = [m for s, m in medians.items() if s.startswith("optuna")]
     for s in (s for s in medians if s.startswith("bayes")):
