@@ -34,13 +34,13 @@ and the one-in-eight Thompson sample to 22 (README, "Bayesian search"). Tried an
 that benchmark: a stall detector switching to exploration (it fired during useful refinement:
 Hartmann-6 regret after 64 trials 0.096 against 2e-4), EI's threshold at the best observed
 value, no warping, a cap on length scales, more fit restarts, cold fits, and the sample at
-batch size 1 (Hartmann-6 after 64 trials 0.06 against 2e-4). The closest miss: one shared
-length scale while there are fewer than four trials per dimension (ARD length scales are not
-identifiable yet) won both open cells' ground (Hartmann-6 after 32 trials 0.076 against
-0.157, the noisy 4-d after 16 trials 0.0077 against 0.0099) but lost digits after 16 (0.015
-against 0.0125), and one of ten Branin runs then refined an edge point (x1 = 10) for 50
-trials; a floor of 1e-3 on the distance to tried points broke that loop but cost Branin's
-endgame (6.3e-5 against 1.6e-5).
+batch size 1 (Hartmann-6 after 64 trials 0.06 against 2e-4). The closest misses: one shared
+length scale while there are fewer than three trials per dimension (ARD length scales are not
+identifiable yet) took Hartmann-6 at batch 1 after 32 trials from 0.157 to 0.076 and the noisy
+4-d after 16 from 0.0099 to 0.0093, but Hartmann-6 after 64 went to 2.6e-4 (behind
+GPSampler's 2.1e-4) and digits and the noisy 4-d at batch 8 after 16 and 32 trials lost ground;
+below four trials per dimension, digits at batch 1 after 16 trials fell behind TPE and one of
+ten Branin runs refined an edge point (x1 = 10) for 50 trials.
 
 The result is a function of (dimensions, seed, budget, mode, finished, pending, theta): every
 random draw is seeded from the study seed and the trial counts, so a restarted engine that reads
