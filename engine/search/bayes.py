@@ -206,11 +206,7 @@ class _Model:
 
     def choose(self, n: int, fill: str, taken: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``n`` points from the candidate set by the batch ``fill``, avoiding ``taken``."""
-        lies = [self.X_pending] if self.X_pending is not None else []
-        if taken:
-            lies.append(self.space.transform([_x(self.params, p) for p in taken]))
-        post = _Posterior(self.signal, self.noise, self.X, self.y,
-                          np.vstack(lies) if lies else None, fill)
+        post, _ = self._posterior(taken, fill)
         cands = self._candidates()
         if fill == "ts":
             cands = cands[:N_TS_CANDIDATES]
@@ -225,18 +221,24 @@ class _Model:
         """``n`` Thompson samples: each the minimum of one joint posterior draw over random
         candidates, given the pending trials and ``taken`` (at their posterior mean), at least
         MIN_BATCH_DISTANCE from ``taken``."""
-        lies = [self.X_pending] if self.X_pending is not None else []
-        X_taken = self.space.transform([_x(self.params, p) for p in taken]) if taken else None
-        if X_taken is not None:
-            lies.append(X_taken)
-        post = _Posterior(self.signal, self.noise, self.X, self.y,
-                          np.vstack(lies) if lies else None, "kb")
+        post, X_taken = self._posterior(taken, "kb")
         cands = self._candidates()[:N_TS_CANDIDATES]
         if X_taken is not None:
             near = (np.linalg.norm(cands[:, None, :] - X_taken[None], axis=2)
                     < MIN_BATCH_DISTANCE).any(axis=1)
             cands = cands[~near] if not near.all() else cands
         return [self._values(x) for x in cands[_thompson(post, cands, n, self.rng)]]
+
+    def _posterior(
+        self, taken: list[dict[str, Any]], fill: str
+    ) -> tuple[_Posterior, np.ndarray | None]:
+        """The posterior given the pending trials and ``taken`` (believed by ``fill``), and
+        ``taken`` in the unit cube."""
+        X_taken = self.space.transform([_x(self.params, p) for p in taken]) if taken else None
+        lies = [X for X in (self.X_pending, X_taken) if X is not None]
+        post = _Posterior(self.signal, self.noise, self.X, self.y,
+                          np.vstack(lies) if lies else None, fill)
+        return post, X_taken
 
     def _polish(
         self, post: _Posterior, C: np.ndarray, mu: np.ndarray, var: np.ndarray
