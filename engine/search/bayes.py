@@ -243,7 +243,7 @@ class _Model:
     def _polish(
         self, post: _Posterior, C: np.ndarray, mu: np.ndarray, var: np.ndarray
     ) -> np.ndarray:
-        """The incumbent and the best candidates, moved uphill on log EI by L-BFGS (as skopt's
+        """The incumbent and candidates drawn by EI, moved uphill on log EI by L-BFGS (as skopt's
         "lbfgs" acquisition optimizer and Optuna's local search do), in units of the kernel's
         length scales (so one step size suits every dimension), snapped back into the space."""
         from scipy.optimize import minimize
