@@ -230,3 +230,16 @@ def test_the_share_of_thompson_samples_does_not_depend_on_how_asks_are_split() -
         assert whole == 2
         assert _n_explore(start, 4) + _n_explore(start + 4, 12) == whole
         assert sum(_n_explore(start + i, 1) for i in range(16)) == whole
+
+
+def test_few_trials_per_dimension_share_one_length_scale_then_each_gets_its_own() -> None:
+    """Below three trials per dimension the kernel has one length scale (theta: amplitude,
+    length scale, noise); from there on one per dimension. The stored shared-scale theta does
+    not warm-start the per-dimension fit (it is ignored, as for no theta at all)."""
+    points = halton_points(FOUR_D, 3, 0, 12)
+    finished = [(p, bowl(p)) for p in points]
+    few = suggest_batch(FOUR_D, 3, 40, "min", finished[:11], [], 2)
+    assert few.theta is not None and len(few.theta) == 3
+    enough = suggest_batch(FOUR_D, 3, 40, "min", finished, [], 2, theta=few.theta)
+    assert enough.theta is not None and len(enough.theta) == len(FOUR_D) + 2
+    assert enough.points == suggest_batch(FOUR_D, 3, 40, "min", finished, [], 2).points

@@ -78,6 +78,8 @@ POLISH = 10  # starts of the L-BFGS refinement on EI: the incumbent, the best ca
 # after 64 trials 1.6e-5 against 2.8e-5 starting from the ten best, which crowd one basin)
 EXPLORE_EVERY = 8  # in parallel, one point in this many (by trial index) is a Thompson sample
 EXPLORE_MIN_N = 4  # ... when at least this many points are asked at once
+ISO_BELOW = 3  # one length scale shared by all dimensions while n < ISO_BELOW * d: ARD scales
+# fitted on fewer than three trials per dimension are noise, and the model trusts them (README)
 
 
 @dataclass(frozen=True)
@@ -195,11 +197,15 @@ class _Model:
         cold start on many trials runs the multi-start on a random ``MULTI_START_N`` of them
         first, so even the first fit after an upgrade stays within the speed targets.
         """
-        if theta is None and len(self.y) > MULTI_START_N:
-            few = self.rng.choice(len(self.y), MULTI_START_N, replace=False)
-            theta = _fit_gp(self.X[few], self.y[few], None, 2, self.rng).kernel_.theta
-        restarts = 0 if len(self.y) > MULTI_START_N else 2
-        gp = _fit_gp(self.X, self.y, theta, restarts, self.rng)
+        n, d = self.X.shape
+        if d > 1 and n < ISO_BELOW * d:
+            gp = _fit_gp(self.X, self.y, theta, 2, self.rng, iso=True)
+        else:
+            if theta is None and n > MULTI_START_N:
+                few = self.rng.choice(n, MULTI_START_N, replace=False)
+                theta = _fit_gp(self.X[few], self.y[few], None, 2, self.rng).kernel_.theta
+            restarts = 0 if n > MULTI_START_N else 2
+            gp = _fit_gp(self.X, self.y, theta, restarts, self.rng)
         self.signal = gp.kernel_.k1
         self.noise = float(gp.kernel_.k2.noise_level)
         return [float(t) for t in gp.kernel_.theta]
@@ -435,12 +441,12 @@ def _log_h(z: np.ndarray) -> np.ndarray:
 
 def _fit_gp(
     X: np.ndarray, y: np.ndarray, theta: Sequence[float] | None, restarts: int,
-    rng: np.random.Generator,
+    rng: np.random.Generator, iso: bool = False,
 ) -> Any:
     from sklearn.gaussian_process import GaussianProcessRegressor
 
     gp = GaussianProcessRegressor(
-        kernel=_kernel(X.shape[1], theta), normalize_y=False, optimizer=_lbfgs,
+        kernel=_kernel(X.shape[1], theta, iso), normalize_y=False, optimizer=_lbfgs,
         n_restarts_optimizer=restarts, random_state=int(rng.integers(2**31)),
     )
     with warnings.catch_warnings():
@@ -454,12 +460,13 @@ def _space(params: Sequence[Param]) -> Any:
     return normalize_dimensions(_dimensions(params))
 
 
-def _kernel(d: int, theta: Sequence[float] | None) -> Any:
+def _kernel(d: int, theta: Sequence[float] | None, iso: bool = False) -> Any:
     """skopt's GP kernel (amplitude x Matern 5/2 per dimension + noise), at ``theta`` if given."""
     from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
+    ls = 1.0 if iso else np.ones(d)
     kernel = ConstantKernel(1.0, (0.01, 1000.0)) * Matern(
-        np.ones(d), [(0.01, 100.0)] * d, nu=2.5
+        ls, (0.01, 100.0) if iso else [(0.01, 100.0)] * d, nu=2.5
     ) + WhiteKernel(1e-2, (1e-6, 1.0))
     if theta is not None and len(theta) == len(kernel.theta):
         bounds = kernel.bounds
