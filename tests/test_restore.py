@@ -36,3 +36,34 @@ def test_only_a_recorded_checkpoint_of_an_earlier_attempt_is_resumed(tmp_path: P
     assert restored() == 0  # attempt 2, but the store records no checkpoint of it
     store.record_checkpoint(Checkpoint(1, "latest", 997, str(folder / "latest.pt"), None, time.time()))
     assert restored() == 998
+
+
+def test_a_later_attempt_deletes_earlier_folders_only_when_nothing_recorded_is_in_them(
+    tmp_path: Path,
+) -> None:
+    ws = tmp_path / ".tuneplay"
+    store = open_store(ws)
+    launch_study(store, parse_study(STUDY))
+    folder = ws / "checkpoints" / "1"
+
+    def save(attempt: int, kind: str, step: int, value: float | None) -> None:
+        path = folder / f"a{attempt}" / f"{kind}.pt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"step": step, "model": None, "optimizer": None, "extra": {}}, path)
+        store.record_checkpoint(Checkpoint(1, kind, step, str(path), value, time.time()))
+
+    (first,) = store.claim_trials("w", "cpu", limit=1)
+    save(1, "latest", 500, None)
+    save(1, "best", 400, 0.2)
+    (folder / "notes").mkdir()  # not an attempt's folder: never touched
+    store.set_state([first.id], TrialState.QUEUED, only_from=[TrialState.RUNNING])
+    (second,) = store.claim_trials("w", "cpu", limit=1)
+    ctx = TrialContext(store, second, "val_error", "min", 10, folder, "cpu")
+    assert ctx.restore() == 501
+    save(2, "latest", 900, None)
+    assert ctx.prune_attempts() == []  # a1 still holds the recorded best
+    assert (folder / "a1" / "best.pt").exists()
+    save(2, "best", 800, 0.1)
+    assert ctx.prune_attempts() == ["a1"]
+    assert sorted(p.name for p in folder.iterdir()) == ["a2", "notes"]
+    assert sorted(p.name for p in (folder / "a2").iterdir()) == ["best.pt", "latest.pt"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -213,6 +214,24 @@ class TrialContext:
         (while another attempt of the trial runs on another host) writes only here, and
         only the record its valid lease wrote says which file is current."""
         return self.checkpoint_dir / f"a{self.attempt}"
+
+    def prune_attempts(self) -> list[str]:
+        """Delete earlier attempts' checkpoint folders that hold no checkpoint the store records
+        for this trial (a requeued trial's superseded ``latest.pt``, an old best a later
+        attempt beat), and return their names. Only recorded files are ever resumed or read,
+        so the rest is disk spent for nothing on a long study with requeues. For after this
+        attempt's checkpoints are written and recorded (``finish``)."""
+        if self.attempt <= 1 or not self.checkpoint_dir.is_dir():
+            return []
+        keep = {Path(c.path).parent.name for c in self.store.get_checkpoints(self.trial_id)}
+        pruned = []
+        for folder in sorted(self.checkpoint_dir.iterdir()):
+            k = folder.name[1:]
+            if (folder.is_dir() and folder.name.startswith("a") and k.isdigit()
+                    and int(k) < self.attempt and folder.name not in keep):
+                shutil.rmtree(folder, ignore_errors=True)
+                pruned.append(folder.name)
+        return pruned
 
     def _save(self, kind: str, step: int, value: float | None, state: dict[str, Any]) -> None:
         path = self.attempt_dir() / f"{kind}.pt"

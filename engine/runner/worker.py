@@ -243,6 +243,9 @@ class Worker:
         def then(written: bool) -> None:
             try:
                 self._record_ends(contexts, trials, state, error, seconds, handed, written)
+                if written:
+                    for ctx in contexts:
+                        _prune(ctx)
             finally:
                 leaving = {id(ctx) for ctx in contexts}
                 with self._finishing_lock:
@@ -292,6 +295,7 @@ class Worker:
                 self.store.finish_trial(trial.id, end.progress)
             except Exception as exc:  # e.g. cancelled meanwhile: the stored state wins
                 log.info("trial %s not finished as %s: %s", trial.id, end.progress.state.value, exc)
+        _prune(ctx)
 
     def _restore_best(self, ctx: TrialContext, trial: Trial) -> None:
         """On a resumed attempt, carry the best-so-far from the checkpoint record."""
@@ -446,3 +450,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _prune(ctx: TrialContext) -> None:
+    """Delete the trial's superseded checkpoint folders; never fail a trial over it."""
+    try:
+        pruned = ctx.prune_attempts()
+    except Exception:
+        log.exception("pruning old checkpoint folders of trial %s failed", ctx.trial_id)
+        return
+    if pruned:
+        log.info("trial %s: deleted the checkpoint folders of earlier attempts %s (nothing "
+                 "recorded in them)", ctx.trial_id, ", ".join(pruned))

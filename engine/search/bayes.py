@@ -43,8 +43,9 @@ value, no warping, a cap on length scales, more or no fit restarts, cold fits, n
 candidates, 8, 10 or 12 initial points, the sample at batch size 1 (Hartmann-6 after 64 trials
 0.06 against 2e-4) or for one trial in four, a shared length scale below four or six trials per
 dimension (below four, digits at batch 1 after 16 trials fell behind TPE), a minimum distance
-from tried points, Yeo-Johnson on values shifted to start at zero, and choosing shared or per-dimension scales by penalized evidence (BIC up to 64 trials: it
-picked per-dimension scales early, and Hartmann-6 after 32 trials went to 0.177).
+from tried points, Yeo-Johnson on values shifted to start at zero, and choosing shared or
+per-dimension scales by penalized evidence (BIC up to 64 trials: it picked per-dimension scales
+early, and Hartmann-6 after 32 trials went to 0.177).
 
 The result is a function of (dimensions, seed, budget, mode, finished, pending, theta): every
 random draw is seeded from the study seed and the trial counts, so a restarted engine that reads
