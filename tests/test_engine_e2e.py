@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from engine.runner.daemon import engine_pid
-from engine.store.base import TrialState
+from engine.store.base import Trial, TrialState
 from tests.conftest import Project, wait_until
 
 pytestmark = pytest.mark.slow
@@ -90,6 +91,8 @@ def test_kill_9_engine_then_restart_resumes_from_checkpoints(project: Project, f
         assert store.get_trial(tid).attempt == 2
         line = next(ln for ln in logs.splitlines() if f"trial {tid} resumes at step" in ln)
         assert int(line.split("resumes at step ")[1].split()[0]) > 0, line
+    assert "Traceback" not in logs
+    _only_recorded_files_left_from_first_attempts(project, trials)
     curves = pd.read_csv(io.StringIO(project.tuneplay("export", "long", "--curves", check=True).stdout))
     assert not curves.duplicated(["trial_id", "step", "metric"]).any()
     expected_steps = set(range(0, 2500, 50)) | {2499}
@@ -218,6 +221,18 @@ def test_engine_stop_pauses_and_next_start_resumes(project: Project) -> None:
     for before in paused:  # each resumed from its checkpoint, not from step 0
         line = next(ln for ln in logs.splitlines() if f"trial {before.id} resumes at step" in ln)
         assert int(line.split("resumes at step ")[1].split()[0]) > 0, line
+    assert "Traceback" not in logs
+    _only_recorded_files_left_from_first_attempts(project, trials)
+
+
+def _only_recorded_files_left_from_first_attempts(project: Project, trials: list[Trial]) -> None:
+    """Once a resumed trial ends, its first attempt's folder keeps only what the store still
+    records (an old best the second attempt did not beat); a superseded latest.pt is gone."""
+    store = project.store()
+    for t in trials:
+        recorded = {Path(c.path).resolve() for c in store.get_checkpoints(t.id)}
+        left = {p.resolve() for p in (project.workspace / "checkpoints" / str(t.id) / "a1").glob("*")}
+        assert left <= recorded, (t.id, sorted(map(str, left - recorded)))
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")

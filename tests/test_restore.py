@@ -38,7 +38,7 @@ def test_only_a_recorded_checkpoint_of_an_earlier_attempt_is_resumed(tmp_path: P
     assert restored() == 998
 
 
-def test_a_later_attempt_deletes_earlier_folders_only_when_nothing_recorded_is_in_them(
+def test_a_later_attempt_deletes_earlier_attempts_files_that_are_no_longer_recorded(
     tmp_path: Path,
 ) -> None:
     ws = tmp_path / ".tuneplay"
@@ -59,11 +59,12 @@ def test_a_later_attempt_deletes_earlier_folders_only_when_nothing_recorded_is_i
     store.set_state([first.id], TrialState.QUEUED, only_from=[TrialState.RUNNING])
     (second,) = store.claim_trials("w", "cpu", limit=1)
     ctx = TrialContext(store, second, "val_error", "min", 10, folder, "cpu")
+    assert ctx.prune_attempts() == []  # a1's files are still the recorded ones
     assert ctx.restore() == 501
     save(2, "latest", 900, None)
-    assert ctx.prune_attempts() == []  # a1 still holds the recorded best
-    assert (folder / "a1" / "best.pt").exists()
+    assert ctx.prune_attempts() == ["a1/latest.pt"]  # superseded; a1's best is still recorded
+    assert sorted(p.name for p in (folder / "a1").iterdir()) == ["best.pt"]
     save(2, "best", 800, 0.1)
-    assert ctx.prune_attempts() == ["a1"]
+    assert ctx.prune_attempts() == ["a1/best.pt"]
     assert sorted(p.name for p in folder.iterdir()) == ["a2", "notes"]
     assert sorted(p.name for p in (folder / "a2").iterdir()) == ["best.pt", "latest.pt"]

@@ -216,21 +216,31 @@ class TrialContext:
         return self.checkpoint_dir / f"a{self.attempt}"
 
     def prune_attempts(self) -> list[str]:
-        """Delete earlier attempts' checkpoint folders that hold no checkpoint the store records
-        for this trial (a requeued trial's superseded ``latest.pt``, an old best a later
-        attempt beat), and return their names. Only recorded files are ever resumed or read,
-        so the rest is disk spent for nothing on a long study with requeues. For after this
-        attempt's checkpoints are written and recorded (``finish``)."""
+        """Delete the files of earlier attempts' checkpoint folders that the store does not
+        record for this trial (a requeued trial's superseded ``latest.pt``, an old best a later
+        attempt beat), and the folders left empty; return what went, as ``a1/latest.pt``.
+        Only recorded files are ever resumed or read, so the rest is disk spent for nothing on
+        a long study with requeues. For after this attempt's checkpoints are written and
+        recorded (``finish``)."""
         if self.attempt <= 1 or not self.checkpoint_dir.is_dir():
             return []
-        keep = {Path(c.path).parent.name for c in self.store.get_checkpoints(self.trial_id)}
+        keep = {Path(c.path).parts[-2:] for c in self.store.get_checkpoints(self.trial_id)}
         pruned = []
         for folder in sorted(self.checkpoint_dir.iterdir()):
             k = folder.name[1:]
-            if (folder.is_dir() and folder.name.startswith("a") and k.isdigit()
-                    and int(k) < self.attempt and folder.name not in keep):
-                shutil.rmtree(folder, ignore_errors=True)
-                pruned.append(folder.name)
+            if not (folder.is_dir() and folder.name.startswith("a") and k.isdigit()
+                    and int(k) < self.attempt):
+                continue
+            for item in sorted(folder.iterdir()):
+                if (folder.name, item.name) in keep:
+                    continue
+                if item.is_dir():
+                    shutil.rmtree(item, ignore_errors=True)
+                else:
+                    item.unlink(missing_ok=True)
+                pruned.append(f"{folder.name}/{item.name}")
+            if not any(folder.iterdir()):
+                folder.rmdir()
         return pruned
 
     def _save(self, kind: str, step: int, value: float | None, state: dict[str, Any]) -> None:

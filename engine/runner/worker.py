@@ -408,6 +408,17 @@ def configure_threads(threads: int) -> None:
         pass
 
 
+def _prune(ctx: TrialContext) -> None:
+    """Delete the trial's superseded checkpoint files; never fail a trial over it."""
+    try:
+        pruned = ctx.prune_attempts()
+    except Exception:
+        log.exception("pruning old checkpoint folders of trial %s failed", ctx.trial_id)
+        return
+    if pruned:
+        log.info("trial %s: deleted earlier attempts' checkpoint files the store no longer "
+                 "records: %s", ctx.trial_id, ", ".join(pruned))
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tuneplay-worker")
     parser.add_argument("--workspace", required=True)
@@ -451,14 +462,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def _prune(ctx: TrialContext) -> None:
-    """Delete the trial's superseded checkpoint folders; never fail a trial over it."""
-    try:
-        pruned = ctx.prune_attempts()
-    except Exception:
-        log.exception("pruning old checkpoint folders of trial %s failed", ctx.trial_id)
-        return
-    if pruned:
-        log.info("trial %s: deleted the checkpoint folders of earlier attempts %s (nothing "
-                 "recorded in them)", ctx.trial_id, ", ".join(pruned))
