@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -232,13 +231,9 @@ class TrialContext:
                     and int(k) < self.attempt):
                 continue
             for item in sorted(folder.iterdir()):
-                if (folder.name, item.name) in keep:
-                    continue
-                if item.is_dir():
-                    shutil.rmtree(item, ignore_errors=True)
-                else:
+                if item.is_file() and (folder.name, item.name) not in keep:
                     item.unlink(missing_ok=True)
-                pruned.append(f"{folder.name}/{item.name}")
+                    pruned.append(f"{folder.name}/{item.name}")
             if not any(folder.iterdir()):
                 folder.rmdir()
         return pruned

@@ -419,6 +419,7 @@ def _prune(ctx: TrialContext) -> None:
         log.info("trial %s: deleted earlier attempts' checkpoint files the store no longer "
                  "records: %s", ctx.trial_id, ", ".join(pruned))
 
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tuneplay-worker")
     parser.add_argument("--workspace", required=True)
@@ -461,4 +462,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
