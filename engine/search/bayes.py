@@ -62,6 +62,14 @@ from typing import Any
 import numpy as np
 
 from engine.kinds import Mode
+from engine.search.acquisition import (
+    MIN_BATCH_DISTANCE,
+    Posterior,
+    believe,
+    log_ei,
+    stack,
+    thompson,
+)
 from engine.space import ChoiceParam, Param
 
 # Halton points before the GP. 10 before: 6 did better on Branin, Hartmann-6 and digits, worse
@@ -71,11 +79,8 @@ GP_CAP = 400  # the GP sees at most this many finished trials: the best half, a 
 N_RANDOM_CANDIDATES = 2048  # where the batch is chosen from, besides points near the best ones
 N_LOCAL_CANDIDATES = 512
 N_TS_CANDIDATES = 1024  # Thompson samples need the joint covariance: m x m
-MIN_BATCH_DISTANCE = 0.02  # no two points of one batch closer than this in the unit cube
 MULTI_START_N = 64  # fits on at most this many trials also start from 2 random points
 FIT_MAXITER = 100  # L-BFGS iterations for the kernel fit: warm starts converge well before
-XI = 0.0  # EI's margin (standardized units): skopt's 0.01 is ~0.5 on Branin, where it
-# stopped the endgame at 10x Optuna's regret; Optuna's LogEI has none
 FILLS = ("kb", "cl_max", "ts")
 POLISH_MAXITER = 100
 POLISH = 10  # starts of the L-BFGS refinement on EI: the incumbent, the best candidate, and
@@ -221,12 +226,12 @@ class _Model:
         cands = self._candidates()
         if fill == "ts":
             cands = cands[:N_TS_CANDIDATES]
-            return [self._values(x) for x in cands[_thompson(post, cands, n, self.rng)]]
+            return [self._values(x) for x in cands[thompson(post, cands, n, self.rng)]]
         stats = post.at(cands)
         if POLISH:
             polished = self._polish(post, cands, stats[0], stats[1])
-            cands, stats = np.vstack([polished, cands]), _stack(post.at(polished), stats)
-        return [self._values(x) for x in cands[_believe(post, cands, stats, n, fill)]]
+            cands, stats = np.vstack([polished, cands]), stack(post.at(polished), stats)
+        return [self._values(x) for x in cands[believe(post, cands, stats, n, fill)]]
 
     def explore(self, n: int, taken: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``n`` Thompson samples: each the minimum of one joint posterior draw over random
@@ -238,21 +243,21 @@ class _Model:
             near = (np.linalg.norm(cands[:, None, :] - X_taken[None], axis=2)
                     < MIN_BATCH_DISTANCE).any(axis=1)
             cands = cands[~near] if not near.all() else cands
-        return [self._values(x) for x in cands[_thompson(post, cands, n, self.rng)]]
+        return [self._values(x) for x in cands[thompson(post, cands, n, self.rng)]]
 
     def _posterior(
         self, taken: list[dict[str, Any]], fill: str
-    ) -> tuple[_Posterior, np.ndarray | None]:
+    ) -> tuple[Posterior, np.ndarray | None]:
         """The posterior given the pending trials and ``taken`` (believed by ``fill``), and
         ``taken`` in the unit cube."""
         X_taken = self.space.transform([_x(self.params, p) for p in taken]) if taken else None
         lies = [X for X in (self.X_pending, X_taken) if X is not None]
-        post = _Posterior(self.signal, self.noise, self.X, self.y,
+        post = Posterior(self.signal, self.noise, self.X, self.y,
                           np.vstack(lies) if lies else None, fill)
         return post, X_taken
 
     def _polish(
-        self, post: _Posterior, C: np.ndarray, mu: np.ndarray, var: np.ndarray
+        self, post: Posterior, C: np.ndarray, mu: np.ndarray, var: np.ndarray
     ) -> np.ndarray:
         """The incumbent and candidates drawn by EI, moved uphill on log EI by L-BFGS (as skopt's
         "lbfgs" acquisition optimizer and Optuna's local search do), in units of the kernel's
@@ -266,9 +271,9 @@ class _Model:
             return -value, -grad * scale
 
         incumbent = self.X[np.argmin(self.y)][None, :]
-        log_ei = _log_ei(mu, var, post.y_opt)
-        top = int(np.argmax(log_ei))
-        probs = np.exp(log_ei - log_ei[top])
+        scores = log_ei(mu, var, post.y_opt)
+        top = int(np.argmax(scores))
+        probs = np.exp(scores - scores[top])
         probs[top] = 0.0
         k = min(POLISH - 2, int(np.count_nonzero(probs > 0)))
         drawn: list[int] = []
@@ -296,152 +301,6 @@ class _Model:
     def _values(self, x: np.ndarray) -> dict[str, Any]:
         row = self.space.inverse_transform(x.reshape(1, -1))[0]
         return {p.name: _clip(p, v) for p, v in zip(self.params, row)}
-
-
-class _Posterior:
-    """The GP with fixed hyperparameters, conditioned on the data and on the lies (pending
-    trials and points already in the batch, believed at their posterior mean, or at the worst
-    value for "cl_max"): one Cholesky, no hyperparameter fit."""
-
-    def __init__(
-        self, signal: Any, noise: float, X: np.ndarray, y: np.ndarray,
-        X_lies: np.ndarray | None, fill: str,
-    ) -> None:
-        amp = float(signal(X[:1])[0, 0])
-        self.jitter = 1e-6 * amp
-        gp = _fixed_gp(signal, X, y, np.full(len(y), max(noise, self.jitter)))
-        self.y_opt = float(gp.predict(X).min())  # plug-in incumbent: robust to noise
-        self.lie = float(y.max()) if fill == "cl_max" else None
-        if X_lies is not None and len(X_lies):
-            lies = gp.predict(X_lies) if self.lie is None else np.full(len(X_lies), self.lie)
-            if self.lie is None:
-                self.y_opt = min(self.y_opt, float(lies.min()))
-            alpha = np.concatenate([gp.alpha, np.full(len(lies), self.jitter)])
-            gp = _fixed_gp(signal, np.vstack([X, X_lies]), np.concatenate([y, lies]), alpha)
-        self.gp = gp
-
-    def at(self, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean, variance, and L^-1 K(X, C) (for covariance columns) at candidates ``C``."""
-        from scipy.linalg import solve_triangular
-
-        mu, sd = self.gp.predict(C, return_std=True)
-        V = solve_triangular(self.gp.L_, self.gp.kernel_(self.gp.X_train_, C), lower=True)
-        return mu, sd**2, V
-
-    def log_ei_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """log EI at one point and its exact gradient (Matern 5/2 differentiated by hand: exact
-        where finite differences of the posterior variance cancel, near observed points, and
-        one kernel row per step instead of d + 1 predictions)."""
-        from scipy.linalg import cho_solve
-        from scipy.special import log_ndtr
-
-        gp = self.gp
-        amp, ls = float(gp.kernel_.k1.constant_value), np.asarray(gp.kernel_.k2.length_scale, dtype=float)
-        diff = (x[None, :] - gp.X_train_) / ls  # n x d, in length scales
-        r = np.sqrt(np.maximum((diff**2).sum(axis=1), 0.0))
-        e = np.exp(-np.sqrt(5.0) * r)
-        k = amp * (1.0 + np.sqrt(5.0) * r + 5.0 / 3.0 * r**2) * e
-        dk = (-amp * 5.0 / 3.0 * (1.0 + np.sqrt(5.0) * r) * e)[:, None] * diff / ls  # n x d
-        mean = float(k @ gp.alpha_)
-        w = cho_solve((gp.L_, True), k)
-        var = max(amp - float(k @ w), 1e-18)
-        sd = np.sqrt(var)
-        dmean, dsd = dk.T @ gp.alpha_, -(dk.T @ w) / sd
-        z = (self.y_opt - mean - XI) / sd
-        log_h = float(_log_h(np.array([z]))[0])
-        ratio = float(np.exp(log_ndtr(z) - log_h))  # h'(z) / h(z), h' = Phi
-        grad = ratio * (-dmean - z * dsd) / sd + dsd / sd
-        return log_h + float(np.log(sd)), grad
-
-    def column(self, C: np.ndarray, V: np.ndarray, j: int) -> np.ndarray:
-        """The posterior covariance between every candidate and candidate ``j``."""
-        return self.gp.kernel_(C, C[j : j + 1])[:, 0] - V.T @ V[:, j]
-
-
-def _fixed_gp(signal: Any, X: np.ndarray, y: np.ndarray, alpha: np.ndarray) -> Any:
-    from sklearn.gaussian_process import GaussianProcessRegressor
-
-    return GaussianProcessRegressor(kernel=signal, alpha=alpha, optimizer=None).fit(X, y)
-
-
-def _stack(
-    a: tuple[np.ndarray, np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]), np.hstack([a[2], b[2]])
-
-
-def _believe(
-    post: _Posterior, C: np.ndarray, stats: tuple[np.ndarray, np.ndarray, np.ndarray], n: int,
-    fill: str,
-) -> list[int]:
-    """Greedy batch by expected improvement: after each pick, condition the candidates on it
-    (a rank-one update; the believer's lie leaves the mean unchanged) and pick again."""
-    mu, var, V = stats
-    U = np.zeros((n, len(C)))
-    allowed = np.ones(len(C), dtype=bool)
-    y_opt, chosen = post.y_opt, []
-    for t in range(n):
-        ei = np.where(allowed, _log_ei(mu, var, y_opt), -np.inf)
-        j = int(np.argmax(ei))
-        col = post.column(C, V, j) - U[:t].T @ U[:t, j]
-        s = max(col[j], 0.0) + post.jitter
-        U[t] = col / np.sqrt(s)
-        var = np.maximum(var - U[t] ** 2, 1e-12)
-        if post.lie is None:
-            y_opt = min(y_opt, float(mu[j]))
-        else:
-            mu = mu + U[t] * (post.lie - mu[j]) / np.sqrt(s)
-        chosen.append(j)
-        allowed = _spread(C, j, allowed, chosen)
-    return chosen
-
-
-def _thompson(post: _Posterior, C: np.ndarray, n: int, rng: np.random.Generator) -> list[int]:
-    """Each point the minimum of one joint posterior sample over the candidates."""
-    mu, cov = post.gp.predict(C, return_cov=True)
-    L = np.linalg.cholesky(cov + 1e-6 * np.eye(len(C)) * max(float(cov.diagonal().max()), 1e-12))
-    samples = mu[:, None] + L @ rng.standard_normal((len(C), n))
-    allowed = np.ones(len(C), dtype=bool)
-    chosen: list[int] = []
-    for t in range(n):
-        j = int(np.argmin(np.where(allowed, samples[:, t], np.inf)))
-        chosen.append(j)
-        allowed = _spread(C, j, allowed, chosen)
-    return chosen
-
-
-def _spread(C: np.ndarray, j: int, allowed: np.ndarray, chosen: list[int]) -> np.ndarray:
-    """Rule out candidates within MIN_BATCH_DISTANCE of pick ``j`` (only chosen ones if that
-    would leave none: a tiny discrete space)."""
-    allowed = allowed & (np.linalg.norm(C - C[j], axis=1) >= MIN_BATCH_DISTANCE)
-    if not allowed.any():
-        allowed = np.ones(len(C), dtype=bool)
-        allowed[chosen] = False
-    return allowed
-
-
-def _log_ei(mu: np.ndarray, var: np.ndarray, y_opt: float) -> np.ndarray:
-    """log expected improvement below ``y_opt`` (minimization, standardized units), computed
-    stably where EI itself underflows to 0 (Ament et al. 2023, "Unexpected Improvements to
-    Expected Improvement", eq. 9; Optuna's ``standard_logei``): far from the incumbent every
-    candidate's EI is 0.0 in floating point, and a tie broken by index is no choice at all."""
-    sd = np.sqrt(np.maximum(var, 1e-18))
-    return _log_h((y_opt - mu - XI) / sd) + np.log(sd)
-
-
-def _log_h(z: np.ndarray) -> np.ndarray:
-    """log(z * Phi(z) + phi(z)), the log EI of a standard normal at margin ``z``."""
-    from scipy.special import erfc, erfcx
-
-    z = np.asarray(z, dtype=float)
-    out = np.empty_like(z)
-    big = z > -25
-    zb = z[big]
-    out[big] = np.log(0.5 * zb * erfc(-zb / np.sqrt(2)) + np.exp(-0.5 * zb * zb) / np.sqrt(2 * np.pi))
-    zs = z[~big]
-    out[~big] = (-0.5 * zs * zs - 0.5 * np.log(2 * np.pi)
-                 + np.log1p(np.sqrt(np.pi / 2) * zs * erfcx(-zs / np.sqrt(2))))
-    return out
 
 
 def _fit_gp(
