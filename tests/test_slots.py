@@ -15,8 +15,8 @@ import pytest
 
 from engine.cli import main as cli_main
 from engine.runner import slots as slots_module
-from engine.runner.daemon import Engine, planned_width
-from engine.runner.slots import HostSlots, gpus_shortfall, plan_slots
+from engine.runner.daemon import Engine
+from engine.runner.slots import HostSlots, gpus_shortfall, plan_slots, planned_width
 from engine.runner.worker import Worker
 from engine.spec import parse_study
 from engine.store.base import NewTrial, Storage, Study, TrialProgress, TrialState

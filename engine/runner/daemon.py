@@ -44,40 +44,17 @@ from engine.runner.checkpoint_writer import remove_orphans
 from engine.runner.command import HOST_ENV, end_orphan, end_orphans
 from engine.runner.hosts import HOST_BEAT_SECONDS, SHARED_LEASE_SECONDS, check_shared_folder, places
 from engine.runner.lock import EngineLock, engine_pid, is_engine_process  # noqa: F401 (re-exported)
-from engine.runner.slots import HostSlots, Slot
-from engine.spec import stored_study
+from engine.runner.slots import HostSlots, Slot, fitting_width, wide_studies
 from engine.store import DiskFullError, connect, disk_full, is_shared, redact_url, store_url
-from engine.store.base import Storage, StoreError, Study, Trial, TrialProgress, TrialState
+from engine.store.base import Storage, StoreError, Trial, TrialProgress, TrialState
 
 STALE_SECONDS = 5.0  # a live worker beats every second
 LOOP_SECONDS = 0.2
 STOP_TIMEOUT_SECONDS = 60.0
 MAX_ATTEMPTS = 3  # a trial whose worker dies or freezes this often is FAILED, not retried
 FIT_SECONDS = 1.0  # how often the engine checks that its slots fit the studies with work left
-ACTIVE_STATES = (TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED)
 STORE_RETRY_SECONDS = 2.0  # how often a store that cannot be opened (disk full) is tried again
 log = logging.getLogger("tuneplay.engine")
-
-
-def study_width(study: Study) -> int:
-    """A stored study's ``gpus_per_trial`` (studies stored before the key existed: 1)."""
-    return stored_study(study).spec.gpus_per_trial
-
-
-def wide_studies(store: Storage) -> dict[int, int]:
-    """``gpus_per_trial`` of each study wider than one GPU that has QUEUED, RUNNING or PAUSED
-    trials (cheap in the usual case: one read of the studies, none of them wide)."""
-    wide = [s for s in store.list_studies() if study_width(s) > 1]
-    return {s.id: study_width(s) for s in wide if store.list_trials(s.id, states=ACTIVE_STATES)}
-
-
-def planned_width(store: Storage, host: HostSlots) -> int:
-    """The slot width the engine plans: the widest study with work left that fits the host."""
-    return _fitting_width(wide_studies(store), host)
-
-
-def _fitting_width(widths: dict[int, int], host: HostSlots) -> int:
-    return max([1, *(w for w in widths.values() if host.problem(w) is None)])
 
 
 class Engine:
@@ -133,7 +110,7 @@ class Engine:
         paused = self._resume_paused()
         widths = wide_studies(self.store)
         self._fail_unfit(widths)
-        width = _fitting_width(widths, self.host)
+        width = fitting_width(widths, self.host)
         if width != self.width and not self.workers:  # no worker yet: just plan other slots
             self.slots, self.width = self.host.plan(width), width
         self.settled = True
@@ -386,7 +363,7 @@ class Engine:
         work left need slots of another width (wider ones, or narrow again when they are done)."""
         widths = wide_studies(self.store)
         self._fail_unfit(widths)
-        width = _fitting_width(widths, self.host)
+        width = fitting_width(widths, self.host)
         if width == self.width or self._mine(self.store.list_trials(states=[TrialState.RUNNING])):
             return
         self._replan(width)

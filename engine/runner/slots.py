@@ -12,6 +12,9 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from engine.spec import stored_study
+from engine.store.base import Storage, Study, TrialState
+
 GPUS_PER_TRIAL_KEY = "study.gpus_per_trial"
 
 
@@ -155,3 +158,28 @@ class HostSlots:
         """The one-line reason trials of this width cannot run here (None: they can)."""
         shortfall = gpus_shortfall(gpus_per_trial, self.gpus)
         return f"{GPUS_PER_TRIAL_KEY}: {shortfall}" if shortfall else None
+
+
+ACTIVE_STATES = (TrialState.QUEUED, TrialState.RUNNING, TrialState.PAUSED)
+
+
+def study_width(study: Study) -> int:
+    """A stored study's ``gpus_per_trial`` (studies stored before the key existed: 1)."""
+    return stored_study(study).spec.gpus_per_trial
+
+
+def wide_studies(store: Storage) -> dict[int, int]:
+    """``gpus_per_trial`` of each study wider than one GPU that has QUEUED, RUNNING or PAUSED
+    trials (cheap in the usual case: one read of the studies, none of them wide)."""
+    wide = [s for s in store.list_studies() if study_width(s) > 1]
+    return {s.id: study_width(s) for s in wide if store.list_trials(s.id, states=ACTIVE_STATES)}
+
+
+def planned_width(store: Storage, host: HostSlots) -> int:
+    """The slot width the engine plans: the widest study with work left that fits the host."""
+    return fitting_width(wide_studies(store), host)
+
+
+def fitting_width(widths: dict[int, int], host: HostSlots) -> int:
+    """The widest of ``widths`` (study id -> gpus_per_trial) the host can run; 1 if none."""
+    return max([1, *(w for w in widths.values() if host.problem(w) is None)])
