@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from engine.search import gp_meta_key, gp_protocol_note, load_gp_hyper
 from engine.search.bayes import MIN_BATCH_DISTANCE, suggest_batch, surrogate_note
@@ -243,3 +244,24 @@ def test_few_trials_per_dimension_share_one_length_scale_then_each_gets_its_own(
     enough = suggest_batch(FOUR_D, 3, 40, "min", finished, [], 2, theta=few.theta)
     assert enough.theta is not None and len(enough.theta) == len(FOUR_D) + 2
     assert enough.points == suggest_batch(FOUR_D, 3, 40, "min", finished, [], 2).points
+
+
+def test_a_pending_trial_is_believed_as_a_noisy_result_not_a_certain_one() -> None:
+    """A pending trial (or a point already in the batch) is conditioned on at its posterior
+    mean *with the fitted noise*: the model stays as unsure of its value as one real result
+    would leave it, so on a noisy objective the rest of the batch is not pushed away from the
+    incumbent by fantasies surer than any measurement (README, "Bayesian search")."""
+    from sklearn.gaussian_process.kernels import ConstantKernel, Matern
+
+    from engine.search.acquisition import Posterior
+
+    rng = np.random.default_rng(0)
+    signal = ConstantKernel(1.0) * Matern([0.3, 0.3], nu=2.5)
+    X, y, noise = rng.random((10, 2)), rng.standard_normal(10), 0.1
+    x0 = np.array([[0.5, 0.5]])
+    _, sd = Posterior(signal, noise, X, y, None, "kb").gp.predict(x0, return_std=True)
+    prior_var = float(sd[0] ** 2)  # of the latent value at x0, given the data
+    believed = Posterior(signal, noise, X, y, x0, "kb")
+    _, sd = believed.gp.predict(x0, return_std=True)
+    assert float(sd[0] ** 2) == pytest.approx(prior_var * noise / (prior_var + noise), rel=1e-6)
+    assert float(sd[0] ** 2) > 0.2 * prior_var  # a noiseless lie would leave ~1e-6 of it

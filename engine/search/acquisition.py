@@ -18,22 +18,29 @@ XI = 0.0  # EI's margin (standardized units): skopt's 0.01 is ~0.5 on Branin, wh
 class Posterior:
     """The GP with fixed hyperparameters, conditioned on the data and on the lies (pending
     trials and points already in the batch, believed at their posterior mean, or at the worst
-    value for "cl_max"): one Cholesky, no hyperparameter fit."""
+    value for "cl_max"): one Cholesky, no hyperparameter fit.
+
+    A lie is conditioned on as a noisy observation, with the fitted noise, as a real result
+    would be: a fantasy is no surer than a measurement. Conditioned on without noise, each pick
+    left no variance around itself, and on a noisy objective the believer spread the rest of the
+    batch far from the incumbent: on the noisy 4-d benchmark at batch 8, median regret after 32
+    trials 0.0089 against TPE's 0.0082 over 100 seeds; with the noise, 0.0081 (README).
+    """
 
     def __init__(
         self, signal: Any, noise: float, X: np.ndarray, y: np.ndarray,
         X_lies: np.ndarray | None, fill: str,
     ) -> None:
         amp = float(signal(X[:1])[0, 0])
-        self.jitter = 1e-6 * amp
-        gp = fixed_gp(signal, X, y, np.full(len(y), max(noise, self.jitter)))
+        self.noise = max(noise, 1e-6 * amp)  # of the data and of the lies (above)
+        gp = fixed_gp(signal, X, y, np.full(len(y), self.noise))
         self.y_opt = float(gp.predict(X).min())  # plug-in incumbent: robust to noise
         self.lie = float(y.max()) if fill == "cl_max" else None
         if X_lies is not None and len(X_lies):
             lies = gp.predict(X_lies) if self.lie is None else np.full(len(X_lies), self.lie)
             if self.lie is None:
                 self.y_opt = min(self.y_opt, float(lies.min()))
-            alpha = np.concatenate([gp.alpha, np.full(len(lies), self.jitter)])
+            alpha = np.concatenate([gp.alpha, np.full(len(lies), self.noise)])
             gp = fixed_gp(signal, np.vstack([X, X_lies]), np.concatenate([y, lies]), alpha)
         self.gp = gp
 
@@ -101,7 +108,7 @@ def believe(
         ei = np.where(allowed, log_ei(mu, var, y_opt), -np.inf)
         j = int(np.argmax(ei))
         col = post.column(C, V, j) - U[:t].T @ U[:t, j]
-        s = max(col[j], 0.0) + post.jitter
+        s = max(col[j], 0.0) + post.noise
         U[t] = col / np.sqrt(s)
         var = np.maximum(var - U[t] ** 2, 1e-12)
         if post.lie is None:
