@@ -181,11 +181,17 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _Lost(Exception):
-    """The connection broke under a transaction (worth reconnecting and retrying)."""
+    """The connection broke under a transaction (worth reconnecting and retrying).
 
-    def __init__(self, cause: psycopg.Error) -> None:
+    Broken during COMMIT, the transaction may have committed all the same: ``xid`` (None for a
+    transaction that wrote nothing), the server process it ran in, and what ``fn`` returned,
+    for :meth:`PgDatabase.run` to ask the server before running ``fn`` again."""
+
+    def __init__(
+        self, cause: psycopg.Error, xid: int | None = None, backend: int = 0, result: Any = None,
+    ) -> None:
         super().__init__(str(cause))
-        self.cause = cause
+        self.cause, self.xid, self.backend, self.result = cause, xid, backend, result
 
 
 class PgDatabase:
@@ -221,6 +227,12 @@ class PgDatabase:
 
         A domain error (StoreError) raised by ``fn`` rolls the transaction back and passes
         through; any other database error becomes a StoreError naming the database.
+
+        A connection lost during COMMIT leaves the outcome in doubt: the server may have
+        committed and only its answer been lost. Run again, ``fn`` would then write twice (two
+        copies of the trials it adds, or "already finished" for a trial it did finish). So the
+        server is asked first (``txid_status``, PostgreSQL's answer to exactly this): committed,
+        ``fn``'s result stands; aborted, ``fn`` runs again.
         """
         delay, deadline = _FIRST_BACKOFF_S, time.monotonic() + self.retry_s
         while True:
@@ -228,6 +240,8 @@ class PgDatabase:
                 return self._attempt(fn)
             except _Lost as lost:
                 exc: psycopg.Error = lost.cause
+                if lost.xid is not None and self._committed(lost, deadline):
+                    return lost.result  # type: ignore[no-any-return]
             except psycopg.OperationalError as error:  # cannot connect; deadlock; shutting down
                 if any(text in str(error) for text in _FINAL):
                     raise self._unreachable(error) from error
@@ -263,13 +277,56 @@ class PgDatabase:
             conn = self._conn
             try:
                 result = fn(conn)
-                conn.commit()
-                return result
+                (xid,) = conn.execute("SELECT txid_current_if_assigned()").fetchone() or (None,)
+                backend = conn.info.backend_pid
             except BaseException as exc:
                 self._rollback(conn)
                 if isinstance(exc, psycopg.Error) and self._conn is None:
                     raise _Lost(exc) from exc
                 raise
+            try:
+                conn.commit()
+            except BaseException as exc:
+                self._rollback(conn)
+                if isinstance(exc, psycopg.Error) and self._conn is None:
+                    raise _Lost(exc, xid, backend, result) from exc
+                raise
+            return result
+
+    def _committed(self, lost: _Lost, deadline: float) -> bool:
+        """Whether the transaction whose COMMIT lost its connection committed, asked of the
+        server on a new connection. Still in progress (its server process has not noticed the
+        cut yet), the process is ended, which aborts it, and the question asked again."""
+        delay = _FIRST_BACKOFF_S
+        while True:
+            try:
+                status = self._attempt(lambda conn: self._status(conn, lost))
+            except _Lost as again:
+                status, lost.cause = None, again.cause
+            except psycopg.OperationalError as error:
+                if any(text in str(error) for text in _FINAL):
+                    raise self._unreachable(error) from error
+                status, lost.cause = None, error
+            except psycopg.Error as error:
+                raise StoreError(f"{self.display}: {_one_line(error)}") from error
+            if status in ("committed", "aborted"):
+                return status == "committed"
+            left = deadline - time.monotonic()
+            if status == "unknown" or left <= 0:
+                raise StoreError(f"{self.display}: connection lost during COMMIT, and the server "
+                                 "cannot say whether the transaction committed: "
+                                 f"{_one_line(lost.cause)}") from lost.cause
+            time.sleep(min(left, delay * (0.5 + random.random())))
+            delay = min(delay * 2, _MAX_BACKOFF_S)
+
+    @staticmethod
+    def _status(conn: Connection, lost: _Lost) -> str:
+        (status,) = conn.execute("SELECT txid_status(%s)", (lost.xid,)).fetchone() or (None,)
+        if status == "in progress":  # only ever our own role's process: no permission error
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE pid = %s AND usename = current_user", (lost.backend,))
+        # None: older than the server's commit log keeps (never within one retry window)
+        return "unknown" if status is None else str(status)
 
     @contextmanager
     def _this_process(self) -> Iterator[None]:
