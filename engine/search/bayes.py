@@ -24,7 +24,13 @@ The sampler keeps no state between calls. Each call:
    by trial index, to a Thompson sample instead: the minimum of one joint posterior draw over
    random candidates. A believer's batch crowds the incumbent's basin; the sample goes where
    the model is unsure enough that something better may be hiding. Asked one at a time, each
-   pick already sees every result, and the sample cost more than it found.
+   pick already sees every result, and the sample cost more than it found;
+6. gives a pick within ``REPEAT_WITHIN`` length scales of a tried point to a Thompson sample
+   too: EI picks a point that close only when the model is sure nothing anywhere is better,
+   and measuring it again teaches the model nothing. On Branin at batch 1, 5 of 100 runs spent
+   the rest of their budget re-measuring an edge point (x1 = 10, value 1.943) while the minimum
+   lay 0.04 of the range inward; with the sample, none does (worst of 100 after 64 trials:
+   1.2e-4, was 1.55).
 
 Why: skopt's ``ask(n_points=8, strategy="cl_max")`` refit the hyperparameters for every liar,
 3.5 s each at 256 trials (50 s for a batch of 8); one warm fit and rank-one updates take well
@@ -95,6 +101,7 @@ POLISH = 10  # starts of the L-BFGS refinement on EI: the incumbent, the best ca
 # after 64 trials 1.6e-5 against 2.8e-5 starting from the ten best, which crowd one basin)
 EXPLORE_EVERY = 8  # in parallel, one point in this many (by trial index) is a Thompson sample
 EXPLORE_MIN_N = 4  # ... when at least this many points are asked at once
+REPEAT_WITHIN = 1e-4  # a pick this close to a tried point, in length scales, is a repeat (README)
 ISO_BELOW = 3  # one length scale shared by all dimensions while n < ISO_BELOW * d: ARD scales
 # fitted on fewer than three trials per dimension are noise, and the model trusts them (README)
 
@@ -168,6 +175,9 @@ def suggest_batch(
         fitted = model.fit(theta)
         n_explore = _n_explore(done + n_halton, n - n_halton) if n >= EXPLORE_MIN_N else 0
         chosen = model.choose(n - n_halton - n_explore, fill, points)
+        fresh = [c for c in chosen if not model.repeats(c)]
+        if len(fresh) < len(chosen):  # the model is sure of nothing better: look elsewhere
+            chosen = fresh + model.explore(len(chosen) - len(fresh), points + fresh)
         if n_explore:
             chosen += model.explore(n_explore, points + chosen)
     return Batch(points + chosen, fitted, note)
@@ -251,6 +261,12 @@ class _Model:
                     < MIN_BATCH_DISTANCE).any(axis=1)
             cands = cands[~near] if not near.all() else cands
         return [self._values(x) for x in cands[thompson(post, cands, n, self.rng)]]
+
+    def repeats(self, hp: dict[str, Any]) -> bool:
+        """Whether ``hp`` lies within ``REPEAT_WITHIN`` length scales of a tried point."""
+        x = self.space.transform([_x(self.params, hp)])[0]
+        scale = np.broadcast_to(self.signal.k2.length_scale, (self.X.shape[1],))
+        return bool(np.min(np.linalg.norm((self.X - x) / scale, axis=1)) < REPEAT_WITHIN)
 
     def _posterior(
         self, taken: list[dict[str, Any]], fill: str
