@@ -40,10 +40,10 @@ that comparison); the warping, log EI and six initial points instead of ten brou
 of the 24 figures there at least as good as Optuna's better sampler (10 seeds), the EI-weighted
 starts and the one-in-eight Thompson sample to 22; believing pending trials and picks as noisy
 results (``acquisition.Posterior``) brought the last cell, the noisy 4-d at batch 8 after 32
-trials, from 0.0089 to 0.0081 (TPE 0.0082): all 24 over 100 seeds. The shared length scale was judged over 30
-seeds (10 could not tell it apart): on Hartmann-6 at batch 1 the median regret after 32 trials
-went from 0.193 to 0.118 and after 64 from 0.119 to 3.3e-4 (GPSampler: 0.224 and 3.4e-4), the
-noisy 4-d after 16 from 0.013 to 0.0101; over 100 seeds the noisy 4-d at batch 8 after 16
+trials, from 0.0089 to 0.0081 (TPE 0.0082): all 24 over 100 seeds. The shared length scale
+was judged over 30 seeds (10 could not tell it apart): on Hartmann-6 at batch 1 the median
+regret after 32 trials went from 0.193 to 0.118 and after 64 from 0.119 to 3.3e-4 (GPSampler:
+0.224 and 3.4e-4), the noisy 4-d after 16 from 0.013 to 0.0101; over 100 seeds the noisy 4-d at batch 8 after 16
 trials is 0.0121 with it and 0.0161 without (README, "Bayesian search"). Tried and dropped on that
 benchmark: a stall detector switching to exploration (it fired during useful refinement:
 Hartmann-6 regret after 64 trials 0.096 against 2e-4), EI's threshold at the best observed
