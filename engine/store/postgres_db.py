@@ -295,20 +295,12 @@ class PgDatabase:
 
     def _committed(self, lost: _Lost, deadline: float) -> bool:
         """Whether the transaction whose COMMIT lost its connection committed, asked of the
-        server on a new connection. Still in progress (its server process has not noticed the
-        cut yet), the process is ended, which aborts it, and the question asked again."""
+        server through :meth:`run` (so on a new connection, with its reconnects). Still in
+        progress (its server process has not noticed the cut yet), the process is ended, which
+        aborts it, and the question asked again."""
         delay = _FIRST_BACKOFF_S
         while True:
-            try:
-                status = self._attempt(lambda conn: self._status(conn, lost))
-            except _Lost as again:
-                status, lost.cause = None, again.cause
-            except psycopg.OperationalError as error:
-                if any(text in str(error) for text in _FINAL):
-                    raise self._unreachable(error) from error
-                status, lost.cause = None, error
-            except psycopg.Error as error:
-                raise StoreError(f"{self.display}: {_one_line(error)}") from error
+            status = self.run(lambda conn: self._status(conn, lost))
             if status in ("committed", "aborted"):
                 return status == "committed"
             left = deadline - time.monotonic()
